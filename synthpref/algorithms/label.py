@@ -1,0 +1,142 @@
+"""Label: sample k completions per prompt, pair them, judge every pair in both orders, aggregate the
+jury, write preferences.
+
+The job is cut into deterministic shards of prompts; each finished shard is written atomically and
+recorded in the manifest, so rerunning the same command resumes where it stopped without duplicates.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from synthpref.algorithms.label_io import (Shard, fingerprint, load_prompts, plan_shards, preference_row,
+                                           summarise, write_quarantine)
+from synthpref.config import LabelConfig
+from synthpref.data.pairs import given_samples, group_by_prompt, make_pairs
+from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, to_table
+from synthpref.data.shards import ShardStore, atomic_write_bytes
+from synthpref.judging.verdicts import FAILED, TIE
+from synthpref.monitor.metrics import MetricsLog, progress
+
+
+@contextmanager
+def workers(cfg: LabelConfig, needs_sampler: bool):
+    """Start Ray, the sampler group (if any prompt needs sampling) and the jury; always shut them down."""
+    from synthpref.cluster import init_ray
+    from synthpref.judging.jury import Jury
+    from synthpref.sampling.group import SamplerGroup
+
+    engines = (cfg.policy.num_engines if needs_sampler else 0) + sum(1 for j in cfg.judging.judges if j.type == "vllm")
+    started_ray = init_ray(cfg.ray, min_cpus=max(2, engines))
+    sampler = jury = None
+    try:
+        if needs_sampler:
+            sampler = SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.num_engines, cfg.policy.chunk_size)
+        jury = Jury(cfg.judging)
+        yield sampler, jury
+    finally:
+        for part in (jury, sampler):
+            if part is not None:
+                part.shutdown()
+        if started_ray:
+            import ray
+            ray.shutdown()
+
+
+def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> tuple[dict, dict]:
+    """One shard: its samples, judgments and preferences tables, and its counts."""
+    samples = []
+    to_sample = [r for r in shard.rows if r.completions is None]
+    for row in shard.rows:
+        if row.completions is not None:
+            samples.extend(given_samples(row.prompt_id, row.completions))
+    sampling_errors = []
+    if to_sample:
+        p = cfg.policy
+        sampled, sampling_errors = sampler.sample(to_sample, p.samples_per_prompt, p.max_tokens, p.temperature,
+                                                  p.top_p, cfg.seed, on_done=on_done)
+        samples.extend(sampled)
+    order = [r.prompt_id for r in shard.rows]
+    samples_of = group_by_prompt(samples, order)
+    samples = [s for pid in order for s in samples_of[pid]]
+    conversations = {r.prompt_id: r.messages for r in shard.rows}
+    judges = jury.describe()
+    counts = {"prompts": len(shard.rows), "samples": len(samples), "sampling_errors": sampling_errors,
+              "pairs": 0, "identical_pairs": 0, "preferences": 0, "ties": 0, "failed_pairs": 0,
+              "consistent_pairs": 0, "checked_pairs": 0}
+    prefs = []
+    if cfg.judging.mode == "pairwise":
+        pairs, counts["identical_pairs"] = make_pairs(samples_of, cfg.judging.max_pairs_per_prompt)
+        rows, decisions, judge_stats = jury.judge_pairs(pairs, conversations, on_done)
+        counts["pairs"] = len(pairs)
+        for pair in pairs:
+            decision, votes = decisions[pair.pair_id]
+            if decision.consistent is not None:
+                counts["checked_pairs"] += 1
+                counts["consistent_pairs"] += int(decision.consistent)
+            if decision.winner == FAILED:
+                counts["failed_pairs"] += 1
+            elif decision.winner == TIE:
+                counts["ties"] += 1
+            else:
+                prefs.append(preference_row(cfg, pair, decision, votes, conversations[pair.prompt_id], judges))
+    else:
+        rows, choices, judge_stats = jury.score_samples(samples_of, conversations, on_done)
+        by_id = {s["sample_id"]: s for s in samples}
+        for pid in order:
+            if len(samples_of[pid]) < 2:
+                continue
+            counts["pairs"] += 1
+            choice = choices[pid]
+            if choice.outcome == FAILED:
+                counts["failed_pairs"] += 1
+            elif choice.outcome == TIE:
+                counts["ties"] += 1
+            else:
+                prefs.append(preference_row(cfg, None, choice, None, conversations[pid], judges,
+                                            chosen=by_id[choice.best], rejected=by_id[choice.worst]))
+    counts["preferences"] = len(prefs)
+    counts["judgments"] = len(rows)
+    counts["failed_verdicts"] = sum(1 for r in rows if r["verdict"] == FAILED)
+    counts["prompt_tokens"] = sum(r["prompt_tokens"] or 0 for r in rows)
+    counts["completion_tokens"] = sum(r["completion_tokens"] or 0 for r in rows)
+    counts["judges"] = judge_stats
+    tables = {"samples": to_table(samples, SAMPLES), "judgments": to_table(rows, JUDGMENTS),
+              "preferences": to_table(prefs, PREFERENCES)}
+    return tables, counts
+
+
+def run_label(cfg: LabelConfig) -> dict:
+    """The whole job; returns the summary that is also written to summary.json."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, quarantined, n_read = load_prompts(cfg)
+    shards = plan_shards(rows, cfg.data.shard_size)
+    store = ShardStore(out, fingerprint(cfg))
+    store.forget_other_shards({s.shard_id for s in shards})
+    todo = [s for s in shards if not store.is_done(s.shard_id)]
+    metrics = MetricsLog(out / "metrics.jsonl")
+    metrics.log({"event": "start", "prompts": len(rows), "quarantined": len(quarantined),
+                 "shards": len(shards), "shards_to_run": len(todo)})
+    if todo:
+        needs_sampler = any(r.completions is None for s in todo for r in s.rows)
+        with workers(cfg, needs_sampler) as (sampler, jury):
+            bar = progress(total=sum(len(s.rows) for s in todo), desc="labelling prompts", unit="prompt",
+                           enabled=cfg.progress)
+            for shard in todo:
+                start = time.perf_counter()
+                tables, counts = label_shard(shard, sampler, jury, cfg)
+                store.write_shard(shard.shard_id, shard.index, tables, counts)
+                seconds = time.perf_counter() - start
+                bar.update(len(shard.rows))
+                metrics.log({"event": "shard", "shard": shard.index, "seconds": round(seconds, 3),
+                             "labels_per_s": round(counts["judgments"] / seconds, 3) if seconds else None,
+                             **{k: v for k, v in counts.items() if k not in ("judges", "sampling_errors")}})
+            bar.close()
+    write_quarantine(out / "quarantine.jsonl", quarantined, store, shards)
+    summary = summarise(cfg, store, shards, quarantined, n_read, skipped=len(shards) - len(todo))
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+    metrics.log({"event": "end", **summary["counts"]})
+    return summary

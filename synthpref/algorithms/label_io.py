@@ -1,0 +1,169 @@
+"""The label job's inputs and outputs: prompt loading with length checks, shard plans, the config
+fingerprint, preference rows, quarantine and the summary."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthpref.config import ConfigError, LabelConfig
+from synthpref.data.readers import PromptRow, Quarantined, read_prompts
+from synthpref.data.schema import content_id
+from synthpref.data.shards import ShardStore, atomic_write_bytes
+from synthpref.judging.verdicts import FIRST
+from synthpref.monitor import bias
+
+# Settings that change where or how fast work runs, not what it produces: left out of the fingerprint.
+_PLACEMENT_KEYS = {"num_cpus", "num_gpus", "cpu_cores", "kv_cache_gib", "gpu_memory_utilization",
+                   "tensor_parallel_size", "chunk_size", "num_engines"}
+
+
+@dataclass
+class Shard:
+    index: int
+    shard_id: str
+    rows: list[PromptRow]
+
+
+def fingerprint(cfg: LabelConfig) -> str:
+    """A hash of every setting that changes the output; a resumed job must match it."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in _PLACEMENT_KEYS}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    tree = dataclasses.asdict(cfg)
+    for key in ("output_dir", "progress", "ray"):
+        tree.pop(key)
+    return content_id(strip(tree))
+
+
+def load_prompts(cfg: LabelConfig) -> tuple[list[PromptRow], list[Quarantined], int]:
+    """Usable rows, quarantined rows, and the number of rows read. Prompts that will be sampled are
+    checked against the policy engine's context with room for `max_tokens`."""
+    rows, quarantined, n_read = [], [], 0
+    for item in read_prompts(cfg.data.path, cfg.data.format, cfg.data.split):
+        if cfg.data.limit is not None and n_read >= cfg.data.limit:
+            break
+        n_read += 1
+        (rows if isinstance(item, PromptRow) else quarantined).append(item)
+    needs_sampling = [r for r in rows if r.completions is None]
+    if needs_sampling and not cfg.policy.model:
+        raise ConfigError(f"policy.model: {len(needs_sampling)} prompts have no completions, so a policy "
+                          f"model is needed to sample them")
+    if needs_sampling:
+        too_long = _over_long(needs_sampling, cfg)
+        quarantined.extend(too_long.values())
+        rows = [r for r in rows if r.prompt_id not in too_long]
+    return rows, quarantined, n_read
+
+
+def _over_long(rows: list[PromptRow], cfg: LabelConfig) -> dict[str, Quarantined]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.policy.model)
+    limit = cfg.policy.engine.max_model_len - cfg.policy.max_tokens
+    bad = {}
+    for r in rows:
+        try:
+            text = tok.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # the model's chat template rejects this conversation
+            bad[r.prompt_id] = Quarantined(r.source, "wrong_type", f"chat template failed: {exc}",
+                                           json.dumps({"messages": r.messages})[:2000])
+            continue
+        n = len(tok.encode(text, add_special_tokens=False))
+        if n > limit:
+            bad[r.prompt_id] = Quarantined(
+                r.source, "prompt_too_long",
+                f"{n} prompt tokens > max_model_len {cfg.policy.engine.max_model_len} - max_tokens "
+                f"{cfg.policy.max_tokens}", json.dumps({"messages": r.messages}, ensure_ascii=False)[:2000])
+    return bad
+
+
+def plan_shards(rows: list[PromptRow], shard_size: int) -> list[Shard]:
+    shards = []
+    for index, start in enumerate(range(0, len(rows), shard_size)):
+        chunk = rows[start:start + shard_size]
+        shards.append(Shard(index, content_id(index, [r.prompt_id for r in chunk]), chunk))
+    return shards
+
+
+def preference_row(cfg: LabelConfig, pair, decision, votes, conversation: list[dict], judges: list[dict],
+                   chosen: dict | None = None, rejected: dict | None = None) -> dict:
+    """A TRL-ready row: conversational prompt/chosen/rejected plus scores and provenance."""
+    if pair is not None:                                  # pairwise: a Decision over a Pair
+        a_wins = decision.winner == FIRST
+        chosen, rejected = (pair.a, pair.b) if a_wins else (pair.b, pair.a)
+        score_chosen = decision.p_a if a_wins else 1 - decision.p_a
+        score_rejected = 1 - score_chosen
+        pair_id, confidence, consistent = pair.pair_id, decision.confidence, decision.consistent
+        vote_of = {v.judge_id: v.winner for v in votes}
+    else:                                                 # pointwise: a PointChoice
+        score_chosen, score_rejected = decision.score_best, decision.score_worst
+        pair_id = content_id(chosen["prompt_id"], chosen["sample_id"], rejected["sample_id"])
+        confidence, consistent, vote_of = decision.agreement, None, None
+    provenance = {"policy": chosen["policy"], "sample_ids": [chosen["sample_id"], rejected["sample_id"]],
+                  "seeds": [chosen["seed"], rejected["seed"]], "judges": judges, "mode": cfg.judging.mode,
+                  "both_orders": cfg.judging.both_orders, "order_rule": cfg.judging.order_rule,
+                  "jury_rule": cfg.judging.jury_rule, "votes": vote_of}
+    return {"prompt_id": chosen["prompt_id"], "pair_id": pair_id, "prompt": conversation,
+            "chosen": [{"role": "assistant", "content": chosen["text"]}],
+            "rejected": [{"role": "assistant", "content": rejected["text"]}],
+            "score_chosen": score_chosen, "score_rejected": score_rejected, "confidence": confidence,
+            "n_votes": decision.n_votes, "agreement": decision.agreement, "position_consistent": consistent,
+            "length_delta": len(chosen["text"]) - len(rejected["text"]),
+            "provenance": json.dumps(provenance, ensure_ascii=False)}
+
+
+def _sampling_errors(store: ShardStore, shards: list[Shard]) -> list[dict]:
+    return [e for s in shards if s.shard_id in store.manifest["shards"] for e in store.stats(s.shard_id)["sampling_errors"]]
+
+
+def write_quarantine(path: Path, quarantined: list[Quarantined], store: ShardStore, shards: list[Shard]) -> None:
+    """Every unusable row with its reason: bad input, and completions the engine could not produce."""
+    lines = [json.dumps(q.to_json(), ensure_ascii=False) for q in quarantined]
+    lines += [json.dumps({"source": e["prompt_id"], "reason": "sampling_failed",
+                          "detail": f"completion {e['index']}: {e['error']}", "raw": ""}) for e in _sampling_errors(store, shards)]
+    atomic_write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
+
+
+_SUMMED = ("prompts", "samples", "pairs", "identical_pairs", "preferences", "ties", "failed_pairs", "judgments",
+           "failed_verdicts", "consistent_pairs", "checked_pairs", "prompt_tokens", "completion_tokens")
+
+
+def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quarantined: list[Quarantined],
+              n_read: int, skipped: int) -> dict:
+    """Counts summed over every shard of the plan (run now or earlier), and per-judge bias figures."""
+    totals = {k: 0 for k in _SUMMED}
+    judges: dict[str, dict] = {}
+    for s in shards:
+        stats = store.stats(s.shard_id)
+        for k in _SUMMED:
+            totals[k] += stats[k]
+        for jid, js in stats["judges"].items():
+            judges[jid] = bias.merge_judge_stats(judges.get(jid, bias.new_judge_stats()), js)
+    reasons: dict[str, int] = {}
+    for q in quarantined:
+        reasons[q.reason] = reasons.get(q.reason, 0) + 1
+    n_sampling_errors = len(_sampling_errors(store, shards))
+    counts = {"rows_read": n_read, "prompts": totals["prompts"], "quarantined": len(quarantined) + n_sampling_errors,
+              "samples": totals["samples"], "sampling_errors": n_sampling_errors, "pairs": totals["pairs"],
+              "identical_pairs": totals["identical_pairs"], "preferences": totals["preferences"],
+              "ties": totals["ties"], "failed_pairs": totals["failed_pairs"], "judgments": totals["judgments"],
+              "failed_verdicts": totals["failed_verdicts"]}
+    checked = totals["checked_pairs"]
+    return {
+        "output_dir": str(Path(cfg.output_dir).resolve()),
+        "counts": counts,
+        "quarantined_by_reason": reasons,
+        "position_consistency": totals["consistent_pairs"] / checked if checked else None,
+        "judges": {jid: bias.judge_report(js) for jid, js in judges.items()},
+        "tokens": {"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"],
+                   "per_label": ((totals["prompt_tokens"] + totals["completion_tokens"]) / totals["preferences"]
+                                 if totals["preferences"] else None)},
+        "shards": {"total": len(shards), "skipped_as_done": skipped, "run": len(shards) - skipped},
+        "outputs": {name: str(Path(cfg.output_dir) / name) for name in
+                    ("preferences", "judgments", "samples", "quarantine.jsonl", "metrics.jsonl", "summary.json")},
+    }

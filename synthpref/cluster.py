@@ -1,0 +1,93 @@
+"""Connect to or start Ray, and plan where engines go (cores on CPU, GPUs and placement on clusters)."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ray
+
+from synthpref.config import EngineConfig, RayConfig
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: RayConfig, min_cpus: int = 1) -> bool:
+    """Join the cluster at cfg.address, or start a fresh local one. Returns True if we started it."""
+    if ray.is_initialized():
+        return False
+    env = {"env_vars": {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}}
+    if cfg.address:
+        ray.init(address=cfg.address, namespace=cfg.namespace, runtime_env=env, log_to_driver=True)
+        return False
+    num_cpus = cfg.num_cpus or max(min_cpus, os.cpu_count() or 1)
+    ray.init(address="local", num_cpus=num_cpus, namespace=cfg.namespace, include_dashboard=False,
+             runtime_env=env, log_to_driver=True)
+    return True
+
+
+def local_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def _cores_text(cores: list[int]) -> str:
+    if cores == list(range(cores[0], cores[-1] + 1)) and len(cores) > 1:
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(str(c) for c in cores)
+
+
+def core_plan(n_engines: int, setting: str = "auto", cores: list[int] | None = None) -> list[str | None]:
+    """Cores for each CPU engine of a group.
+
+    "auto" splits the machine's cores into n contiguous, disjoint sets (one core each when there are
+    as many engines as cores); with more engines than cores they share round-robin. Any other value
+    (e.g. "0-1") is used for every engine as given; "none" leaves vLLM's own binding.
+    """
+    if setting == "none":
+        return [None] * n_engines
+    if setting != "auto":
+        return [setting] * n_engines
+    cores = cores or local_cores()
+    if n_engines >= len(cores):
+        return [str(cores[i % len(cores)]) for i in range(n_engines)]
+    per, extra = divmod(len(cores), n_engines)
+    plan, start = [], 0
+    for i in range(n_engines):
+        size = per + (1 if i < extra else 0)
+        plan.append(_cores_text(cores[start:start + size]))
+        start += size
+    return plan
+
+
+def engine_actor_options(engine: EngineConfig, name: str | None = None) -> dict[str, Any]:
+    """Ray options for one engine actor: CPUs and GPUs, or a placement group for tensor parallelism."""
+    opts: dict[str, Any] = {"num_cpus": engine.num_cpus, "max_concurrency": 1}
+    if name:
+        opts["name"] = name
+    if engine.tensor_parallel_size > 1:
+        # vLLM's Ray executor places one worker per GPU bundle; the actor itself holds no GPU.
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        bundles = [{"GPU": 1, "CPU": 1} for _ in range(engine.tensor_parallel_size)]
+        pg = placement_group(bundles, strategy="STRICT_PACK")
+        wait_for_placement(pg, bundles)
+        opts["num_gpus"] = 0
+        opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+            placement_group=pg, placement_group_capture_child_tasks=True)
+    elif engine.num_gpus > 0:
+        opts["num_gpus"] = engine.num_gpus
+    return opts
+
+
+def wait_for_placement(pg, bundles: list[dict], timeout_s: float = 300.0) -> None:
+    """A pending placement group waits forever by default; fail with the resource it lacks instead."""
+    ready = pg.wait(timeout_seconds=timeout_s)
+    if not ready:
+        ray.util.remove_placement_group(pg)
+        have = ray.cluster_resources()
+        need: dict[str, float] = {}
+        for b in bundles:
+            for key, val in b.items():
+                need[key] = need.get(key, 0) + val
+        short = {k: f"need {v}, cluster has {have.get(k, 0)}" for k, v in need.items() if have.get(k, 0) < v}
+        raise RuntimeError(f"placement group {bundles} not placed within {timeout_s}s: {short or 'resources busy'}")

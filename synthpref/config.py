@@ -1,0 +1,269 @@
+"""Typed job configs: YAML files plus `key.sub=value` overrides.
+
+Every config is a tree of dataclasses. `load_config` reads YAML, applies command-line overrides and
+validates each value against its annotation; an unknown key or a bad value raises `ConfigError`
+naming the dotted key (e.g. `judging.judges.0.verdict`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value is invalid; the message names the key."""
+
+
+@dataclass
+class EngineConfig:
+    """How one vLLM engine is built and placed (one engine per Ray actor)."""
+    max_model_len: int = field(default=1024, metadata={"help": "context window of the engine (<= the model's max_position_embeddings)"})
+    dtype: str = field(default="auto", metadata={"help": 'auto | float32 | bfloat16 | float16'})
+    tensor_parallel_size: int = field(default=1, metadata={"help": '>1 only on GPU nodes'})
+    num_gpus: float = field(default=0, metadata={"help": 'GPUs per engine actor (0 = CPU engine)'})
+    num_cpus: float = field(default=1, metadata={"help": 'Ray CPUs per engine actor'})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": 'GPU engines: share of GPU memory vLLM may take'})
+    kv_cache_gib: float = field(default=1.0, metadata={"help": 'CPU engines: VLLM_CPU_KVCACHE_SPACE'})
+    cpu_cores: str = field(default="auto", metadata={"help": 'CPU engines: "auto" hands out distinct cores, or e.g. "0-1"'})
+    enable_prefix_caching: bool = field(default=True, metadata={"help": 'reuse KV cache across prompts that share a prefix (both orders of a pair)'})
+    enforce_eager: bool = field(default=True, metadata={"help": 'skip CUDA graphs / torch.compile (needed on CPU)'})
+    seed: int = field(default=0, metadata={"help": "engine's base random seed"})
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = field(default=None, metadata={"help": 'None starts a local Ray; "auto" or "ray://host:port" joins one'})
+    num_cpus: Optional[int] = field(default=None, metadata={"help": 'logical CPUs of a local Ray (default: enough for all actors)'})
+    namespace: str = field(default="synthpref", metadata={"help": "Ray namespace of the job's actors"})
+
+
+@dataclass
+class DataConfig:
+    path: str = field(default="", metadata={"help": 'prompt source: a .jsonl file, a Parquet file or folder, or a Hugging Face dataset'})
+    format: Literal["auto", "jsonl", "parquet", "hf", "hh-rlhf"] = field(default="auto", metadata={"help": 'auto guesses from the path; hh-rlhf rows (chosen/rejected transcripts) are recognised in any format'})
+    split: str = field(default="train", metadata={"help": 'for Hugging Face datasets'})
+    limit: Optional[int] = field(default=None, metadata={"help": 'read at most this many rows'})
+    shard_size: int = field(default=16, metadata={"help": 'prompts per shard (the unit of resume)'})
+
+
+@dataclass
+class PolicyConfig:
+    model: str = field(default="", metadata={"help": 'Hugging Face name or local path'})
+    num_engines: int = field(default=1, metadata={"help": 'sampler engine actors (each its own vLLM engine)'})
+    samples_per_prompt: int = field(default=2, metadata={"help": 'completions sampled per prompt (k >= 2)'})
+    max_tokens: int = field(default=64, metadata={"help": 'new tokens per completion'})
+    temperature: float = field(default=1.0, metadata={"help": 'sampling temperature'})
+    top_p: float = field(default=1.0, metadata={"help": 'nucleus sampling threshold'})
+    chunk_size: int = field(default=32, metadata={"help": 'requests per dispatch to one engine'})
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+@dataclass
+class JudgeConfig:
+    id: str = field(default="", metadata={"help": 'unique name of the judge (appears in judgments and provenance)'})
+    type: Literal["vllm", "function"] = field(default="vllm", metadata={"help": 'vllm: a model on vLLM engine actors; function: a Python scorer'})
+    model: str = field(default="", metadata={"help": 'vllm judges'})
+    function: str = field(default="", metadata={"help": 'function judges: "module:function"'})
+    verdict: Literal["logprob", "text"] = field(default="logprob", metadata={"help": 'logprob: P(first) from one next token; text: a generated, parsed verdict'})
+    template: str = field(default="", metadata={"help": 'template name; "" picks the default for mode and verdict'})
+    rationale: bool = field(default=False, metadata={"help": 'text verdicts: ask for reasoning before the verdict'})
+    max_tokens: int = field(default=256, metadata={"help": 'text verdicts'})
+    weight: float = field(default=1.0, metadata={"help": 'jury_rule=weighted'})
+    chunk_size: int = field(default=64, metadata={"help": 'judge requests per dispatch to one engine'})
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+@dataclass
+class JudgingConfig:
+    mode: Literal["pairwise", "pointwise"] = field(default="pairwise", metadata={"help": 'pairwise: judge pairs; pointwise: score each completion, best vs worst'})
+    both_orders: bool = field(default=True, metadata={"help": 'judge each pair as (a, b) and (b, a) to cancel position bias'})
+    order_rule: Literal["mean_prob", "consistent"] = field(default="mean_prob", metadata={"help": 'mean_prob: average P(a better) over orders (RLAIF); consistent: win in both orders or tie (MT-Bench)'})
+    jury_rule: Literal["majority", "mean_prob", "weighted"] = field(default="majority", metadata={"help": "how judges' votes combine: majority vote, mean probability, or weighted vote"})
+    tie_margin: float = field(default=0.0, metadata={"help": '|P(first) - 0.5| <= margin counts as a tie'})
+    max_pairs_per_prompt: Optional[int] = field(default=None, metadata={"help": 'cap on pairs per prompt (default: all pairs of the k completions)'})
+    judges: list[JudgeConfig] = field(default_factory=list, metadata={"help": 'the jury: a list of judges'})
+
+
+@dataclass
+class LabelConfig:
+    output_dir: str = field(default="runs/label", metadata={"help": 'where preferences/, judgments/, samples/ and the reports go'})
+    seed: int = field(default=0, metadata={"help": "base seed: every completion's seed derives from it and the prompt"})
+    progress: bool = field(default=True, metadata={"help": 'show progress bars'})
+    ray: RayConfig = field(default_factory=RayConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    judging: JudgingConfig = field(default_factory=JudgingConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check (and gently convert) `value` against annotation `tp`; raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, args[0], f"{key}.{i}") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, prefix=key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and bad values raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.0.c=value` -> (["a", "b", "0", "c"], value parsed as a YAML scalar)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from exc
+    return key.split("."), value
+
+
+def apply_override(tree: dict, path: list[str], value: Any) -> None:
+    """Set `value` at `path` inside a plain dict/list tree, creating mappings as needed."""
+    node: Any = tree
+    for i, part in enumerate(path[:-1]):
+        dotted = ".".join(path[: i + 1])
+        if isinstance(node, list):
+            node = node[_list_index(node, part, dotted)]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"{dotted}: is a value, cannot set {'.'.join(path)}")
+    last = path[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, ".".join(path))] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, part: str, dotted: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{dotted}: no list item {part!r} (the list has {len(node)})")
+    return int(part)
+
+
+def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -> Any:
+    """Read YAML at `path` (optional), apply overrides, validate into `cls`."""
+    tree: dict = {}
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping")
+        tree = loaded
+    for text in overrides:
+        key_path, value = parse_override(text)
+        apply_override(tree, key_path, value)
+    return from_dict(cls, tree)
+
+
+def validate_label_config(cfg: LabelConfig) -> LabelConfig:
+    """Cross-field checks that a type annotation cannot express."""
+    if not cfg.judging.judges:
+        raise ConfigError("judging.judges: at least one judge is required")
+    seen = set()
+    for i, judge in enumerate(cfg.judging.judges):
+        key = f"judging.judges.{i}"
+        if not judge.id:
+            raise ConfigError(f"{key}.id: every judge needs an id")
+        if judge.id in seen:
+            raise ConfigError(f"{key}.id: duplicate judge id {judge.id!r}")
+        seen.add(judge.id)
+        if judge.type == "vllm" and not judge.model:
+            raise ConfigError(f"{key}.model: a vllm judge needs a model")
+        if judge.type == "function" and ":" not in judge.function:
+            raise ConfigError(f"{key}.function: expected 'module:function', got {judge.function!r}")
+        if judge.weight < 0:
+            raise ConfigError(f"{key}.weight: must be >= 0")
+    if cfg.policy.samples_per_prompt < 2:
+        raise ConfigError("policy.samples_per_prompt: need at least 2 completions to make a pair")
+    if cfg.data.shard_size < 1:
+        raise ConfigError("data.shard_size: must be >= 1")
+    if not 0 <= cfg.judging.tie_margin < 0.5:
+        raise ConfigError("judging.tie_margin: must be in [0, 0.5)")
+    if not cfg.data.path:
+        raise ConfigError("data.path: no prompt source given")
+    return cfg
+
+
+def describe_keys(cls: type, prefix: str = "") -> list[str]:
+    """One line per config key: `dotted.key (type, default): help`, for --help."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.extend(describe_keys(tp, key + "."))
+            continue
+        if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            lines.append(f"  {key}: {f.metadata.get('help', '')}; each item has:")
+            lines.extend(describe_keys(typing.get_args(tp)[0], key + ".N."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else "[]"
+        lines.append(f"  {key} ({_type_name(tp)}, default {default!r}): {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,84 @@
+"""The four tables every stage exchanges (see DESIGN.md): prompts, samples, judgments, preferences.
+
+Each is an Arrow schema; `to_table` builds a table from row dicts and fails loudly on a row that does
+not fit, so a wrong type never reaches a Parquet shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+PROMPTS = pa.schema([
+    ("prompt_id", pa.string()),          # content hash of the messages
+    ("messages", MESSAGES),
+    ("source", pa.string()),
+    ("meta", pa.string()),               # JSON text: the reader's extra fields
+])
+
+SAMPLES = pa.schema([
+    ("prompt_id", pa.string()),
+    ("sample_id", pa.string()),
+    ("policy", pa.string()),             # model (+ iteration), or "given" for ready completions
+    ("text", pa.string()),
+    ("n_tokens", pa.int64()),
+    ("logprob", pa.float64()),           # cumulative logprob of the sample, when sampled
+    ("finish_reason", pa.string()),
+    ("seed", pa.int64()),
+])
+
+JUDGMENTS = pa.schema([
+    ("pair_id", pa.string()),            # pointwise mode: the sample_id that was scored
+    ("judge_id", pa.string()),
+    ("template_hash", pa.string()),
+    ("order", pa.string()),              # ab | ba | point
+    ("verdict", pa.string()),            # A | B | TIE | FAILED (pointwise: SCORE | FAILED)
+    ("p_first", pa.float64()),           # P(first shown is better), from logprobs
+    ("score", pa.float64()),             # pointwise score
+    ("raw", pa.string()),
+    ("rationale", pa.string()),
+    ("error", pa.string()),
+    ("latency_s", pa.float64()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+])
+
+PREFERENCES = pa.schema([
+    ("prompt_id", pa.string()),
+    ("pair_id", pa.string()),
+    ("prompt", MESSAGES),
+    ("chosen", MESSAGES),
+    ("rejected", MESSAGES),
+    ("score_chosen", pa.float64()),
+    ("score_rejected", pa.float64()),
+    ("confidence", pa.float64()),
+    ("n_votes", pa.int64()),
+    ("agreement", pa.float64()),
+    ("position_consistent", pa.bool_()),
+    ("length_delta", pa.int64()),        # len(chosen) - len(rejected), in characters
+    ("provenance", pa.string()),         # JSON text: judges, template hashes, seeds, models
+])
+
+TABLES = {"prompts": PROMPTS, "samples": SAMPLES, "judgments": JUDGMENTS, "preferences": PREFERENCES}
+
+
+def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts keyed by the schema's field names) to a table; extra or missing keys are errors."""
+    names = schema.names
+    for i, row in enumerate(rows):
+        extra = set(row) - set(names)
+        missing = set(names) - set(row)
+        if extra or missing:
+            raise ValueError(f"row {i}: extra fields {sorted(extra)}, missing fields {sorted(missing)}")
+    columns = {name: [row[name] for row in rows] for name in names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def content_id(*parts: object, length: int = 16) -> str:
+    """A stable hash of JSON-serialisable parts: prompt ids, pair ids, shard ids."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]

@@ -1,0 +1,117 @@
+"""A resumable shard store: atomic Parquet writes and a manifest.
+
+A shard is written table by table to a temp file that is renamed into place, and only then recorded in
+`manifest.json` (itself replaced atomically). A shard counts as done when the manifest names it and
+every file it lists exists with the recorded row count, so a rerun skips it; a deleted or truncated
+file makes the shard run again. Rows therefore land exactly once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class FingerprintMismatch(RuntimeError):
+    """The output directory holds shards of a job with a different config."""
+
+
+class ShardStore:
+    MANIFEST = "manifest.json"
+
+    def __init__(self, root: str | Path, fingerprint: str):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = fingerprint
+        self.manifest = self._load_manifest()
+
+    def _load_manifest(self) -> dict:
+        path = self.root / self.MANIFEST
+        if not path.exists():
+            return {"fingerprint": self.fingerprint, "shards": {}}
+        manifest = json.loads(path.read_text())
+        if manifest.get("fingerprint") != self.fingerprint:
+            raise FingerprintMismatch(
+                f"{self.root} holds shards of a job with another config (fingerprint "
+                f"{manifest.get('fingerprint')} != {self.fingerprint}); use a new output_dir or remove it")
+        return manifest
+
+    def shard_path(self, table: str, index: int) -> Path:
+        return self.root / table / f"shard-{index:05d}.parquet"
+
+    def is_done(self, shard_id: str) -> bool:
+        entry = self.manifest["shards"].get(shard_id)
+        if entry is None:
+            return False
+        for rel, rows in entry["files"].items():
+            path = self.root / rel
+            try:
+                if pq.ParquetFile(path).metadata.num_rows != rows:
+                    return False
+            except (OSError, pa.ArrowInvalid):
+                return False
+        return True
+
+    def write_shard(self, shard_id: str, index: int, tables: dict[str, pa.Table], stats: dict) -> None:
+        """Write every table of one shard, then record it; a crash before the record redoes the shard."""
+        files = {}
+        for name, table in tables.items():
+            path = self.shard_path(name, index)
+            atomic_write_table(path, table)
+            files[str(path.relative_to(self.root))] = table.num_rows
+        self.manifest["shards"][shard_id] = {"index": index, "files": files, "stats": stats}
+        self._save_manifest()
+
+    def forget_other_shards(self, live_ids: set[str]) -> None:
+        """Drop manifest entries of shards the current plan no longer contains."""
+        stale = set(self.manifest["shards"]) - live_ids
+        for shard_id in stale:
+            del self.manifest["shards"][shard_id]
+        if stale:
+            self._save_manifest()
+
+    def stats(self, shard_id: str) -> dict:
+        return self.manifest["shards"][shard_id]["stats"]
+
+    def _save_manifest(self) -> None:
+        blob = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
+        atomic_write_bytes(self.root / self.MANIFEST, blob)
+
+    def read_table(self, name: str) -> pa.Table:
+        """All shards of one table, in shard order."""
+        entries = sorted(self.manifest["shards"].values(), key=lambda e: e["index"])
+        paths = [self.root / rel for e in entries for rel in e["files"] if rel.startswith(f"{name}/")]
+        tables = [pq.read_table(p) for p in paths]
+        return pa.concat_tables(tables) if tables else None

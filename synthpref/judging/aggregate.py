@@ -1,0 +1,115 @@
+"""From judgment rows to one decision per pair: both-order debiasing, then the jury.
+
+Orders (per judge): `mean_prob` averages P(a better) over the two orders (Lee et al., 2023, RLAIF);
+`consistent` lets a response win only if it wins in both orders, else a tie (Zheng et al., 2023,
+MT-Bench). Jury (across judges): `majority` vote, `weighted` vote, or `mean_prob` (Verga et al., 2024,
+"Replacing Judges with Juries"). Outcomes use the pair's own labels: "A" = response a, "B" = response b.
+A FAILED judgment makes that judge's vote FAILED; a failed vote never counts for a side.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE, p_from_verdict, verdict_from_p
+
+_SWAP = {FIRST: SECOND, SECOND: FIRST, TIE: TIE}
+
+
+@dataclass
+class Vote:
+    judge_id: str
+    winner: str                  # A | B | TIE | FAILED, in the pair's own labels
+    p_a: float | None            # P(a is better)
+    consistent: bool | None      # same winner in both orders (None if one order or failed)
+    error: str | None = None
+
+
+def _p_first(row: dict) -> float | None:
+    return row["p_first"] if row.get("p_first") is not None else p_from_verdict(row["verdict"])
+
+
+def combine_orders(judge_id: str, ab: dict | None, ba: dict | None, rule: str, tie_margin: float = 0.0) -> Vote:
+    """One judge's vote on a pair from its `ab` and (optionally) `ba` judgment rows."""
+    shown = [r for r in (ab, ba) if r is not None]
+    if not shown:
+        raise ValueError(f"judge {judge_id}: no judgment for this pair")
+    failed = [r for r in shown if r["verdict"] == FAILED]
+    if failed:
+        return Vote(judge_id, FAILED, None, None, "; ".join(f"{r['order']}: {r['error']}" for r in failed))
+    if ba is None or ab is None:
+        only = ab or ba
+        p = _p_first(only)
+        winner = only["verdict"] if only is ab else _SWAP[only["verdict"]]
+        return Vote(judge_id, winner, p if only is ab else 1 - p, None)
+    winner_ab, winner_ba = ab["verdict"], _SWAP[ba["verdict"]]
+    consistent = winner_ab == winner_ba
+    p_a = (_p_first(ab) + 1 - _p_first(ba)) / 2
+    if rule == "mean_prob":
+        winner = verdict_from_p(p_a, tie_margin)
+    elif rule == "consistent":
+        winner = winner_ab if consistent else TIE
+    else:
+        raise ValueError(f"unknown order rule {rule!r}")
+    return Vote(judge_id, winner, p_a, consistent)
+
+
+@dataclass
+class Decision:
+    winner: str                  # A | B | TIE | FAILED
+    p_a: float | None
+    confidence: float | None     # mean_prob: P(winner better); votes: share of weight for the winner
+    n_votes: int                 # judges whose vote counted (not failed)
+    agreement: float | None      # share of counted judges whose vote equals the decision
+    consistent: bool | None      # every counted judge gave the same winner in both orders
+
+
+def jury(votes: list[Vote], rule: str, weights: dict[str, float] | None = None, tie_margin: float = 0.0) -> Decision:
+    valid = [v for v in votes if v.winner != FAILED]
+    if not valid:
+        return Decision(FAILED, None, None, 0, None, None)
+    p_a = sum(v.p_a for v in valid) / len(valid)
+    if rule == "mean_prob":
+        winner = verdict_from_p(p_a, tie_margin)
+        confidence = max(p_a, 1 - p_a) if winner != TIE else 0.5
+    elif rule in ("majority", "weighted"):
+        weight = (lambda v: weights.get(v.judge_id, 1.0)) if rule == "weighted" and weights else (lambda v: 1.0)
+        for_a = sum(weight(v) for v in valid if v.winner == FIRST)
+        for_b = sum(weight(v) for v in valid if v.winner == SECOND)
+        total = sum(weight(v) for v in valid)
+        winner = FIRST if for_a > for_b else SECOND if for_b > for_a else TIE
+        confidence = (max(for_a, for_b) / total) if total > 0 and winner != TIE else None
+    else:
+        raise ValueError(f"unknown jury rule {rule!r}")
+    agreement = sum(1 for v in valid if v.winner == winner) / len(valid)
+    flags = [v.consistent for v in valid if v.consistent is not None]
+    consistent = all(flags) if flags else None
+    return Decision(winner, p_a, confidence, len(valid), agreement, consistent)
+
+
+@dataclass
+class PointChoice:
+    best: str | None             # sample ids, None when no choice could be made
+    worst: str | None
+    score_best: float | None
+    score_worst: float | None
+    outcome: str                 # CHOSEN | TIE | FAILED
+    n_votes: int
+    agreement: float | None      # share of judges that themselves rank best above worst
+
+
+def pointwise_choice(sample_ids: list[str], scores: dict[str, dict[str, float | None]],
+                     weights: dict[str, float] | None = None) -> PointChoice:
+    """Best vs worst by the (weighted) mean score over judges. A judge that failed on any of this
+    prompt's samples is left out for the prompt; equal best and worst is a tie."""
+    judges = [j for j, s in scores.items() if all(s.get(x) is not None for x in sample_ids)]
+    if not judges or len(sample_ids) < 2:
+        return PointChoice(None, None, None, None, FAILED, 0, None)
+    w = {j: (weights or {}).get(j, 1.0) for j in judges}
+    total = sum(w.values()) or float(len(judges))
+    combined = {x: sum(w[j] * scores[j][x] for j in judges) / total for x in sample_ids}
+    best = max(sample_ids, key=lambda x: combined[x])
+    worst = min(sample_ids, key=lambda x: combined[x])
+    if combined[best] == combined[worst]:
+        return PointChoice(None, None, combined[best], combined[worst], TIE, len(judges), None)
+    agree = sum(1 for j in judges if scores[j][best] > scores[j][worst]) / len(judges)
+    return PointChoice(best, worst, combined[best], combined[worst], "CHOSEN", len(judges), agree)

@@ -1,0 +1,169 @@
+"""Judge backends behind one interface: `judge_pairs(requests)` and `score(requests)` return judgment rows.
+
+- VLLMJudge: a model on a group of vLLM engine actors; logprob verdicts (one prefill, one token) or
+  text verdicts (generated, optionally with reasoning first, parsed strictly).
+- FunctionJudge: `module:function(messages, completion) -> float`, for verifiable tasks and tests.
+
+A verdict in a judgment row is relative to the order shown: "A" means the first shown response won.
+A failure is a FAILED row with its error; it never becomes a side.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from synthpref.config import ConfigError, JudgeConfig
+from synthpref.judging import templates
+from synthpref.judging.verdicts import (FAILED, FIRST, SECOND, TIE, VerdictParseError, parse_pairwise_text,
+                                        parse_score_text, sigmoid, verdict_from_p)
+
+Progress = Callable[[int], None] | None
+CHOICE_SPELLINGS = lambda label: [label, " " + label]  # noqa: E731  the verdict token with or without a space
+
+
+@dataclass
+class PairRequest:
+    pair_id: str
+    order: str                 # ab | ba
+    conversation: list[dict]
+    first: str
+    second: str
+
+
+@dataclass
+class PointRequest:
+    pair_id: str               # the sample being scored
+    conversation: list[dict]
+    response: str
+
+
+def judgment_row(judge_id: str, template_hash: str, pair_id: str, order: str, verdict: str, **fields) -> dict:
+    row = {"pair_id": pair_id, "judge_id": judge_id, "template_hash": template_hash, "order": order,
+           "verdict": verdict, "p_first": None, "score": None, "raw": "", "rationale": None, "error": None,
+           "latency_s": None, "prompt_tokens": None, "completion_tokens": None}
+    row.update(fields)
+    return row
+
+
+class VLLMJudge:
+    def __init__(self, cfg: JudgeConfig, mode: str, group, tie_margin: float = 0.0):
+        self.cfg, self.id, self.group, self.tie_margin = cfg, cfg.id, group, tie_margin
+        self.template = templates.get_template(cfg.template, mode, cfg.verdict)
+        self.template_hash = self.template.hash
+
+    def _run(self, messages: list[list[dict]], on_done: Progress) -> list[dict]:
+        if self.cfg.verdict == "logprob":
+            choices = {label: CHOICE_SPELLINGS(label) for label in self.template.choices}
+            reqs = [{"messages": m, "choices": choices} for m in messages]
+            return self.group.map("choice_probs", reqs, self.cfg.chunk_size, on_done)
+        reqs = [{"messages": m, "max_tokens": self.cfg.max_tokens, "temperature": 0.0} for m in messages]
+        return self.group.map("generate", reqs, self.cfg.chunk_size, on_done)
+
+    def _common(self, out: dict) -> dict:
+        return {"raw": out.get("raw", out.get("text", "")) or "", "latency_s": out.get("latency_s"),
+                "prompt_tokens": out.get("prompt_tokens"),
+                "completion_tokens": out.get("completion_tokens", out.get("n_tokens"))}
+
+    def judge_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> list[dict]:
+        messages = [templates.pairwise_messages(self.template, r.conversation, r.first, r.second, self.cfg.rationale)
+                    for r in requests]
+        rows = []
+        for r, out in zip(requests, self._run(messages, on_done)):
+            row = lambda verdict, **kw: judgment_row(self.id, self.template_hash, r.pair_id, r.order, verdict,  # noqa: E731
+                                                     **{**self._common(out), **kw})
+            if "error" in out:
+                rows.append(row(FAILED, error=out["error"]))
+            elif self.cfg.verdict == "logprob":
+                p_first = out["probs"][self.template.choices[0]]
+                rows.append(row(verdict_from_p(p_first, self.tie_margin), p_first=p_first))
+            else:
+                try:
+                    verdict, rationale = parse_pairwise_text(out["text"])
+                    rows.append(row(verdict, rationale=rationale or None))
+                except VerdictParseError as exc:
+                    rows.append(row(FAILED, error=f"unparseable verdict: {exc}"))
+        return rows
+
+    def score(self, requests: list[PointRequest], on_done: Progress = None) -> list[dict]:
+        messages = [templates.pointwise_messages(self.template, r.conversation, r.response, self.cfg.rationale)
+                    for r in requests]
+        rows = []
+        for r, out in zip(requests, self._run(messages, on_done)):
+            row = lambda verdict, **kw: judgment_row(self.id, self.template_hash, r.pair_id, "point", verdict,  # noqa: E731
+                                                     **{**self._common(out), **kw})
+            if "error" in out:
+                rows.append(row(FAILED, error=out["error"]))
+            elif self.cfg.verdict == "logprob":
+                rows.append(row("SCORE", score=out["probs"][self.template.choices[0]]))
+            else:
+                try:
+                    value, rationale = parse_score_text(out["text"])
+                    rows.append(row("SCORE", score=value, rationale=rationale or None))
+                except VerdictParseError as exc:
+                    rows.append(row(FAILED, error=f"unparseable rating: {exc}"))
+        return rows
+
+
+def load_function(spec: str) -> Callable:
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"function judge {spec!r} cannot be loaded: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"function judge {spec!r} is not callable")
+    return fn
+
+
+class FunctionJudge:
+    """Scores each completion with a plain function; a pair is won by the higher score."""
+
+    def __init__(self, cfg: JudgeConfig, tie_margin: float = 0.0):
+        self.cfg, self.id = cfg, cfg.id
+        self.fn = load_function(cfg.function)
+        self.template_hash = "fn:" + cfg.function
+        self.tie_margin = tie_margin
+
+    def _score(self, conversation: list[dict], text: str) -> tuple[float | None, str | None, float]:
+        start = time.perf_counter()
+        try:
+            value = self.fn(conversation, text)
+            value = float(value)
+            if not math.isfinite(value):
+                return None, f"function returned a non-finite score {value}", time.perf_counter() - start
+            return value, None, time.perf_counter() - start
+        except Exception as exc:  # the user's function failed on this input
+            return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - start
+
+    def judge_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> list[dict]:
+        rows = []
+        for r in requests:
+            (s1, e1, t1), (s2, e2, t2) = self._score(r.conversation, r.first), self._score(r.conversation, r.second)
+            common = {"raw": json.dumps({"first": s1, "second": s2}), "latency_s": t1 + t2}
+            if e1 or e2:
+                rows.append(judgment_row(self.id, self.template_hash, r.pair_id, r.order, FAILED,
+                                         error=e1 or e2, **common))
+                continue
+            p_first = sigmoid(s1 - s2)
+            verdict = TIE if s1 == s2 else (FIRST if s1 > s2 else SECOND)
+            if verdict != TIE and abs(p_first - 0.5) <= self.tie_margin:
+                verdict = TIE
+            rows.append(judgment_row(self.id, self.template_hash, r.pair_id, r.order, verdict, p_first=p_first, **common))
+            if on_done:
+                on_done(1)
+        return rows
+
+    def score(self, requests: list[PointRequest], on_done: Progress = None) -> list[dict]:
+        rows = []
+        for r in requests:
+            value, error, latency = self._score(r.conversation, r.response)
+            verdict = FAILED if error else "SCORE"
+            rows.append(judgment_row(self.id, self.template_hash, r.pair_id, "point", verdict, score=value,
+                                     error=error, raw=json.dumps({"score": value}), latency_s=latency))
+            if on_done:
+                on_done(1)
+        return rows

@@ -1,0 +1,103 @@
+"""Jury: several judges, each judging every pair in both orders, aggregated into one decision per pair.
+
+Judges that name the same model and engine share one group of engine actors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from synthpref.config import JudgingConfig
+from synthpref.data.pairs import Pair
+from synthpref.judging.aggregate import Decision, PointChoice, combine_orders, jury, pointwise_choice
+from synthpref.judging.backends import FunctionJudge, PairRequest, PointRequest, VLLMJudge
+from synthpref.judging.verdicts import FAILED
+from synthpref.monitor import bias
+
+
+class Jury:
+    def __init__(self, cfg: JudgingConfig, groups: dict | None = None):
+        self.cfg = cfg
+        self.groups = groups if groups is not None else {}
+        self.judges = [self._build(j) for j in cfg.judges]
+        self.weights = {j.id: j.weight for j in cfg.judges}
+
+    def _build(self, jc):
+        if jc.type == "function":
+            return FunctionJudge(jc, self.cfg.tie_margin)
+        key = json.dumps([jc.model, dataclasses.asdict(jc.engine)], sort_keys=True)
+        if key not in self.groups:
+            from synthpref.sampling.group import EngineGroup
+            self.groups[key] = EngineGroup(jc.model, jc.engine, num_engines=1)
+        return VLLMJudge(jc, self.cfg.mode, self.groups[key], self.cfg.tie_margin)
+
+    def describe(self) -> list[dict]:
+        return [{"id": j.id, "type": j.cfg.type, "model": j.cfg.model or None, "function": j.cfg.function or None,
+                 "verdict": j.cfg.verdict, "template": getattr(getattr(j, "template", None), "name", None),
+                 "template_hash": j.template_hash} for j in self.judges]
+
+    def shutdown(self) -> None:
+        for group in self.groups.values():
+            group.shutdown()
+        self.groups.clear()
+
+    # -- pairwise --------------------------------------------------------------------------------
+    def judge_pairs(self, pairs: list[Pair], conversations: dict[str, list[dict]], on_done=None):
+        """Returns (judgment rows, {pair_id: (Decision, votes)}, per-judge stats)."""
+        requests = []
+        for p in pairs:
+            conv = conversations[p.prompt_id]
+            requests.append(PairRequest(p.pair_id, "ab", conv, p.a["text"], p.b["text"]))
+            if self.cfg.both_orders:
+                requests.append(PairRequest(p.pair_id, "ba", conv, p.b["text"], p.a["text"]))
+        rows: list[dict] = []
+        by_key: dict = {}
+        for judge in self.judges:
+            for row in judge.judge_pairs(requests, on_done):
+                rows.append(row)
+                by_key[(row["pair_id"], judge.id, row["order"])] = row
+        decisions, stats = {}, {j.id: bias.new_judge_stats() for j in self.judges}
+        for p in pairs:
+            votes = []
+            for judge in self.judges:
+                vote = combine_orders(judge.id, by_key.get((p.pair_id, judge.id, "ab")),
+                                      by_key.get((p.pair_id, judge.id, "ba")), self.cfg.order_rule, self.cfg.tie_margin)
+                votes.append(vote)
+                s = stats[judge.id]
+                s["votes"] += 1
+                if vote.winner == FAILED:
+                    s["failed"] += 1
+                    continue
+                if vote.consistent is not None:
+                    s["both_orders"] += 1
+                    s["flips"] += 0 if vote.consistent else 1
+                bias.add_point(s["length"], vote.p_a, p.length_delta)
+            decisions[p.pair_id] = (jury(votes, self.cfg.jury_rule, self.weights, self.cfg.tie_margin), votes)
+        return rows, decisions, stats
+
+    # -- pointwise -------------------------------------------------------------------------------
+    def score_samples(self, samples_of: dict[str, list[dict]], conversations: dict[str, list[dict]], on_done=None):
+        """Returns (judgment rows, {prompt_id: PointChoice}, per-judge stats)."""
+        requests = [PointRequest(s["sample_id"], conversations[pid], s["text"])
+                    for pid, samples in samples_of.items() for s in samples]
+        rows, scores = [], {}
+        stats = {j.id: bias.new_judge_stats() for j in self.judges}
+        for judge in self.judges:
+            judged = judge.score(requests, on_done)
+            rows.extend(judged)
+            scores[judge.id] = {r["pair_id"]: r["score"] for r in judged}
+            length_of = {req.pair_id: len(req.response) for req in requests}
+            for r in judged:
+                stats[judge.id]["votes"] += 1
+                if r["verdict"] == FAILED:
+                    stats[judge.id]["failed"] += 1
+                else:
+                    bias.add_point(stats[judge.id]["length"], r["score"], length_of[r["pair_id"]])
+        choices: dict[str, PointChoice] = {}
+        for pid, samples in samples_of.items():
+            ids = [s["sample_id"] for s in samples]
+            choices[pid] = pointwise_choice(ids, {j: {x: scores[j].get(x) for x in ids} for j in scores}, self.weights)
+        return rows, choices, stats
+
+
+__all__ = ["Jury", "Decision"]

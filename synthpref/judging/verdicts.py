@@ -1,0 +1,69 @@
+"""Turning judge output into verdicts: strict text parsing and logprob-to-probability math."""
+from __future__ import annotations
+
+import math
+import re
+
+FIRST, SECOND, TIE, FAILED = "A", "B", "TIE", "FAILED"
+
+_PAIR_MARK = re.compile(r"\[\[\s*(A|B|TIE)\s*\]\]", re.IGNORECASE)
+_SCORE_MARK = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
+
+
+class VerdictParseError(ValueError):
+    """The judge's text has no verdict, or contradicting ones."""
+
+
+def parse_pairwise_text(raw: str) -> tuple[str, str]:
+    """`...reasoning... [[A]]` -> ("A", "...reasoning..."). Exactly one distinct marker is accepted."""
+    marks = [m.group(1).upper() for m in _PAIR_MARK.finditer(raw)]
+    if not marks:
+        raise VerdictParseError("no verdict marker [[A]], [[B]] or [[TIE]] found")
+    if len(set(marks)) > 1:
+        raise VerdictParseError(f"conflicting verdict markers: {sorted(set(marks))}")
+    last = list(_PAIR_MARK.finditer(raw))[-1]
+    return marks[0], raw[:last.start()].strip()
+
+
+def parse_score_text(raw: str, low: float = 1, high: float = 10) -> tuple[float, str]:
+    """`...reasoning... [[7]]` -> (7.0, "...reasoning..."); out-of-range or several scores fail."""
+    marks = list(_SCORE_MARK.finditer(raw))
+    if not marks:
+        raise VerdictParseError("no rating marker [[N]] found")
+    values = {float(m.group(1)) for m in marks}
+    if len(values) > 1:
+        raise VerdictParseError(f"conflicting ratings: {sorted(values)}")
+    value = values.pop()
+    if not low <= value <= high:
+        raise VerdictParseError(f"rating {value} outside [{low}, {high}]")
+    return value, raw[:marks[-1].start()].strip()
+
+
+def normalise(logprobs: dict[str, float]) -> dict[str, float]:
+    """Label logprobs -> probabilities renormalised over the labels (a softmax over the labels)."""
+    finite = {k: v for k, v in logprobs.items() if v is not None and v > -math.inf}
+    if not finite:
+        raise ValueError("no finite logprob for any label")
+    top = max(finite.values())
+    mass = {k: math.exp(v - top) if k in finite else 0.0 for k, v in logprobs.items()}
+    total = sum(mass.values())
+    return {k: m / total for k, m in mass.items()}
+
+
+def verdict_from_p(p_first: float, tie_margin: float = 0.0) -> str:
+    """P(first is better) -> A, B or TIE (within `tie_margin` of 0.5)."""
+    if abs(p_first - 0.5) <= tie_margin:
+        return TIE
+    return FIRST if p_first > 0.5 else SECOND
+
+
+def p_from_verdict(verdict: str) -> float | None:
+    """Text verdicts as probabilities for averaging: A -> 1, B -> 0, TIE -> 0.5; FAILED has none."""
+    return {FIRST: 1.0, SECOND: 0.0, TIE: 0.5}.get(verdict)
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)

@@ -1,0 +1,55 @@
+"""Judge bias statistics that add up across shards: position flips and length correlation.
+
+Each statistic is kept as additive sums per shard (so a resumed job reports the same figures as an
+uninterrupted one) and turned into rates at the end.
+"""
+from __future__ import annotations
+
+import math
+
+
+def new_corr() -> dict:
+    return {"n": 0, "sx": 0.0, "sy": 0.0, "sxx": 0.0, "syy": 0.0, "sxy": 0.0}
+
+
+def add_point(acc: dict, x: float, y: float) -> None:
+    acc["n"] += 1
+    acc["sx"] += x
+    acc["sy"] += y
+    acc["sxx"] += x * x
+    acc["syy"] += y * y
+    acc["sxy"] += x * y
+
+
+def merge(a: dict, b: dict) -> dict:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in set(a) | set(b)}
+
+
+def pearson(acc: dict) -> float | None:
+    """Pearson correlation from sums; None with fewer than 2 points or no variance."""
+    n = acc["n"]
+    if n < 2:
+        return None
+    vx = n * acc["sxx"] - acc["sx"] ** 2
+    vy = n * acc["syy"] - acc["sy"] ** 2
+    if vx <= 1e-12 or vy <= 1e-12:
+        return None
+    return (n * acc["sxy"] - acc["sx"] * acc["sy"]) / math.sqrt(vx * vy)
+
+
+def new_judge_stats() -> dict:
+    """Per-judge sums: votes, failures, both-order pairs, flips, and corr(P(a better), len a - len b)."""
+    return {"votes": 0, "failed": 0, "both_orders": 0, "flips": 0, "length": new_corr()}
+
+
+def merge_judge_stats(a: dict, b: dict) -> dict:
+    out = {k: a.get(k, 0) + b.get(k, 0) for k in ("votes", "failed", "both_orders", "flips")}
+    out["length"] = merge(a.get("length", new_corr()), b.get("length", new_corr()))
+    return out
+
+
+def judge_report(stats: dict) -> dict:
+    both = stats["both_orders"]
+    return {"votes": stats["votes"], "failed": stats["failed"], "both_order_pairs": both,
+            "position_flip_rate": stats["flips"] / both if both else None,
+            "length_correlation": pearson(stats["length"])}

@@ -1,0 +1,171 @@
+"""EngineActor: one vLLM engine in one Ray actor, serving samplers and judges alike.
+
+The actor renders chat messages with the model's own chat template, checks every prompt against the
+context window before it enters a batch (one over-long prompt makes vLLM reject the whole batch), and
+returns a result or an error per request. On CPU it pins the engine's OpenMP threads to the cores it
+was given (vLLM's default put every engine on core 0).
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import time
+from typing import Any
+
+from synthpref.sampling import reaper
+
+
+def cpu_engine_env(cores: str | None, kv_cache_gib: float) -> dict[str, str]:
+    """Environment a CPU engine needs before it starts: its cores and its KV-cache size."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(max(1, int(round(kv_cache_gib))))}
+    if cores:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cores
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    return env
+
+
+class EngineActor:
+    """Wraps `vllm.LLM`. Methods take plain lists of request dicts and never raise for one bad request."""
+
+    def __init__(self, model: str, engine: dict, cores: str | None = None, logprobs_k: int = 20):
+        self.model = model
+        self.on_gpu = engine.get("num_gpus", 0) > 0 or engine.get("tensor_parallel_size", 1) > 1
+        if not self.on_gpu:
+            os.environ.update(cpu_engine_env(cores, engine.get("kv_cache_gib", 1.0)))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=model, max_model_len=engine["max_model_len"], dtype=engine.get("dtype", "auto"),
+            enforce_eager=engine.get("enforce_eager", True), seed=engine.get("seed", 0),
+            enable_prefix_caching=engine.get("enable_prefix_caching", True),
+            max_logprobs=logprobs_k,
+            tensor_parallel_size=engine.get("tensor_parallel_size", 1),
+        )
+        if self.on_gpu:
+            kwargs["gpu_memory_utilization"] = engine.get("gpu_memory_utilization", 0.9)
+            if engine.get("tensor_parallel_size", 1) > 1:
+                kwargs["distributed_executor_backend"] = "ray"
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = engine["max_model_len"]
+        self.cores = cores
+        self._reaper = reaper.watch_children()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "model": self.model, "max_model_len": self.max_model_len,
+                "cores": self.cores, "engine_pids": self._reaper.pids if self._reaper else []}
+
+    def render(self, messages: list[dict]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+
+    def single_token_ids(self, strings: list[str]) -> list[int]:
+        """Token ids of the strings that encode to exactly one token (e.g. "A" and " A")."""
+        ids = []
+        for s in strings:
+            enc = self.tokenizer.encode(s, add_special_tokens=False)
+            if len(enc) == 1 and enc[0] not in ids:
+                ids.append(enc[0])
+        return ids
+
+    def _prepare(self, requests: list[dict], room: list[int]) -> tuple[list, list[int], list[dict]]:
+        """Tokenise; requests that do not fit get an error result and stay out of the batch."""
+        results: list[dict] = [{} for _ in requests]
+        prompts, index = [], []
+        for i, (req, max_new) in enumerate(zip(requests, room)):
+            try:
+                ids = self.render(req["messages"])
+            except Exception as exc:  # a template that cannot render this conversation
+                results[i] = {"error": f"chat template failed: {exc}"}
+                continue
+            if len(ids) + max_new > self.max_model_len:
+                results[i] = {"error": f"prompt_too_long: {len(ids)} prompt tokens + {max_new} new tokens "
+                                       f"> max_model_len {self.max_model_len}", "prompt_tokens": len(ids)}
+                continue
+            prompts.append({"prompt_token_ids": ids})
+            index.append(i)
+        return prompts, index, results
+
+    # -- work ----------------------------------------------------------------------------------
+    def generate(self, requests: list[dict]) -> list[dict]:
+        """Each request: messages, max_tokens, temperature, top_p, seed. One completion each."""
+        from vllm import SamplingParams
+
+        prompts, index, results = self._prepare(requests, [r["max_tokens"] for r in requests])
+        params = [SamplingParams(n=1, max_tokens=requests[i]["max_tokens"],
+                                 temperature=requests[i].get("temperature", 1.0),
+                                 top_p=requests[i].get("top_p", 1.0), seed=requests[i].get("seed"),
+                                 logprobs=0 if requests[i].get("temperature", 1.0) > 0 else None)
+                  for i in index]
+        start = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        latency = (time.perf_counter() - start) / max(1, len(prompts))
+        for i, out in zip(index, outputs):
+            comp = out.outputs[0]
+            results[i] = {"text": comp.text, "n_tokens": len(comp.token_ids),
+                          "logprob": comp.cumulative_logprob, "finish_reason": comp.finish_reason,
+                          "prompt_tokens": len(out.prompt_token_ids), "latency_s": latency}
+        return results
+
+    def choice_probs(self, requests: list[dict]) -> list[dict]:
+        """P(each choice) from one prefill and one token.
+
+        Each request: messages, choices = {label: [strings]} (e.g. {"A": ["A", " A"], "B": [...]}).
+        vLLM returns the raw next-token logprob of exactly the choice tokens (`logprob_token_ids`);
+        probabilities are summed per label and renormalised over the labels. `raw` is the argmax token.
+        """
+        from vllm import SamplingParams
+
+        prompts, index, results = self._prepare(requests, [1] * len(requests))
+        params = []
+        token_maps = {}
+        for i in index:
+            token_map = {label: self.single_token_ids(strings) for label, strings in requests[i]["choices"].items()}
+            missing = [label for label, ids in token_map.items() if not ids]
+            if missing:
+                results[i] = {"error": f"choices {missing} have no single-token encoding in this tokenizer"}
+                continue
+            token_maps[i] = token_map
+            allowed = sorted({t for ids in token_map.values() for t in ids})
+            params.append((i, SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=allowed)))
+        keep = [k for k, i in enumerate(index) if i in token_maps]
+        batch = [prompts[k] for k in keep]
+        start = time.perf_counter()
+        outputs = self.llm.generate(batch, [p for _, p in params], use_tqdm=False) if batch else []
+        latency = (time.perf_counter() - start) / max(1, len(batch))
+        for (i, _), out in zip(params, outputs):
+            comp = out.outputs[0]
+            top = comp.logprobs[0] if comp.logprobs else {}
+            mass = {label: sum(math.exp(top[t].logprob) for t in ids if t in top and top[t].logprob > -math.inf)
+                    for label, ids in token_maps[i].items()}
+            total = sum(mass.values())
+            if total <= 0:
+                results[i] = {"error": "no probability mass on the choice tokens", "raw": comp.text}
+                continue
+            results[i] = {"probs": {label: m / total for label, m in mass.items()}, "raw": comp.text,
+                          "prompt_tokens": len(out.prompt_token_ids), "completion_tokens": 1,
+                          "latency_s": latency}
+        return results
+
+    def shutdown(self) -> bool:
+        """Stop the engine and its worker processes; safe to call twice."""
+        if getattr(self, "llm", None) is not None:
+            engine = getattr(self.llm, "llm_engine", None)
+            core = getattr(engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                try:
+                    core.shutdown()
+                except Exception:
+                    pass
+            del self.llm
+            self.llm = None
+            gc.collect()
+        if self._reaper:
+            self._reaper.kill_now()
+        return True
