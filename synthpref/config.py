@@ -102,6 +102,11 @@ class LabelConfig:
 
 
 def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args).replace("NoneType", "null")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

@@ -29,7 +29,7 @@ def workers(cfg: LabelConfig, needs_sampler: bool):
     from synthpref.sampling.group import SamplerGroup
 
     engines = (cfg.policy.num_engines if needs_sampler else 0) + sum(1 for j in cfg.judging.judges if j.type == "vllm")
-    started_ray = init_ray(cfg.ray, min_cpus=max(2, engines))
+    started_ray = init_ray(cfg.ray, min_cpus=max(2, engines)) if engines else False
     sampler = jury = None
     try:
         if needs_sampler:

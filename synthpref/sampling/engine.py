@@ -52,10 +52,11 @@ class EngineActor:
         self.max_model_len = engine["max_model_len"]
         self.cores = cores
         self._reaper = reaper.watch_children()
+        self.served = 0                      # requests answered, for load-balance checks
 
     # -- helpers -------------------------------------------------------------------------------
     def info(self) -> dict:
-        return {"pid": os.getpid(), "model": self.model, "max_model_len": self.max_model_len,
+        return {"pid": os.getpid(), "model": self.model, "max_model_len": self.max_model_len, "served": self.served,
                 "cores": self.cores, "engine_pids": self._reaper.pids if self._reaper else []}
 
     def render(self, messages: list[dict]) -> list[int]:
@@ -97,6 +98,7 @@ class EngineActor:
         """Each request: messages, max_tokens, temperature, top_p, seed. One completion each."""
         from vllm import SamplingParams
 
+        self.served += len(requests)
         prompts, index, results = self._prepare(requests, [r["max_tokens"] for r in requests])
         params = [SamplingParams(n=1, max_tokens=requests[i]["max_tokens"],
                                  temperature=requests[i].get("temperature", 1.0),
@@ -122,6 +124,7 @@ class EngineActor:
         """
         from vllm import SamplingParams
 
+        self.served += len(requests)
         prompts, index, results = self._prepare(requests, [1] * len(requests))
         params = []
         token_maps = {}

@@ -1,0 +1,24 @@
+"""Shared test settings: where the real human-labelled data lives (../shared/data), if present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SYNTHPREF_SHARED_DATA", REPO.parent / "shared" / "data"))
+HH_RLHF = SHARED_DATA / "hh-rlhf-harmless-test-dev.jsonl"
+
+
+def pytest_report_header(config):
+    if HH_RLHF.exists():
+        return f"shared data: {HH_RLHF}"
+    return f"shared data: ABSENT ({HH_RLHF} not found); tests that read hh-rlhf pairs will be skipped"
+
+
+@pytest.fixture
+def hh_rlhf_path() -> Path:
+    if not HH_RLHF.exists():
+        pytest.skip(f"needs ../shared/data (not found at {HH_RLHF}): hh-rlhf human-labelled pairs are absent here")
+    return HH_RLHF

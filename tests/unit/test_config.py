@@ -1,0 +1,78 @@
+import pytest
+
+from synthpref.config import (ConfigError, LabelConfig, describe_keys, load_config, validate_label_config)
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = """
+data: {path: prompts.jsonl}
+policy: {model: m}
+judging:
+  judges:
+    - {id: j1, type: vllm, model: judge}
+    - {id: j2, type: function, function: "mod:fn"}
+"""
+
+
+def test_yaml_and_overrides_are_typed(tmp_path):
+    cfg = load_config(LabelConfig, write(tmp_path, BASE),
+                      ["policy.max_tokens=17", "judging.judges.0.verdict=text", "judging.tie_margin=0.1",
+                       "policy.engine.dtype=bfloat16", "data.limit=null"])
+    assert cfg.policy.max_tokens == 17
+    assert cfg.judging.judges[0].verdict == "text"
+    assert cfg.judging.judges[1].function == "mod:fn"
+    assert cfg.judging.tie_margin == pytest.approx(0.1)
+    assert cfg.policy.engine.dtype == "bfloat16"
+    assert cfg.data.limit is None
+    validate_label_config(cfg)
+
+
+@pytest.mark.parametrize("override, named", [
+    ("policy.max_tokenz=3", "policy.max_tokenz"),
+    ("policy.max_tokens=many", "policy.max_tokens"),
+    ("judging.judges.0.verdict=vibes", "judging.judges.0.verdict"),
+    ("judging.judges.5.verdict=text", "judging.judges.5"),
+    ("judging.both_orders=maybe", "judging.both_orders"),
+    ("policy.engine.nonsense=1", "policy.engine.nonsense"),
+])
+def test_errors_name_the_key(tmp_path, override, named):
+    with pytest.raises(ConfigError) as exc:
+        load_config(LabelConfig, write(tmp_path, BASE), [override])
+    assert named in str(exc.value)
+
+
+def test_unknown_key_in_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"judging\.judges\.1\.colour: unknown key"):
+        load_config(LabelConfig, write(tmp_path, BASE.replace('function: "mod:fn"', 'function: "mod:fn", colour: red')))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("judging.judges.1.id=j1", "duplicate judge id"),
+    ("judging.judges.0.model=", "judging.judges.0.model"),
+    ("judging.judges.1.function=nocolon", "judging.judges.1.function"),
+    ("policy.samples_per_prompt=1", "policy.samples_per_prompt"),
+    ("judging.tie_margin=0.5", "judging.tie_margin"),
+])
+def test_cross_field_validation(tmp_path, override, message):
+    cfg = load_config(LabelConfig, write(tmp_path, BASE), [override])
+    with pytest.raises(ConfigError, match=message):
+        validate_label_config(cfg)
+
+
+def test_missing_file_and_bad_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(LabelConfig, tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        load_config(LabelConfig, None, ["just-a-word"])
+
+
+def test_every_key_has_help():
+    lines = describe_keys(LabelConfig)
+    assert any("judging.judges.N.verdict" in line for line in lines)
+    undocumented = [line for line in lines if line.rstrip().endswith(":") and "each item" not in line]
+    assert undocumented == []

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from synthpref.cluster import core_plan
+from synthpref.data.pairs import make_pairs
+from synthpref.monitor import bias
+
+
+def test_core_plan_hands_out_disjoint_cores():
+    assert core_plan(2, cores=[0, 1]) == ["0", "1"]
+    assert core_plan(1, cores=[0, 1]) == ["0-1"]
+    assert core_plan(3, cores=[0, 1, 2, 3, 4, 5, 6]) == ["0-2", "3-4", "5-6"]
+    assert core_plan(3, cores=[0, 1]) == ["0", "1", "0"]
+    assert core_plan(2, setting="0-1") == ["0-1", "0-1"]
+
+
+def test_pearson_from_sums_matches_numpy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    y = y + 0.5 * x
+    a, b = bias.new_corr(), bias.new_corr()
+    for i, (xi, yi) in enumerate(zip(x, y)):
+        bias.add_point(a if i < 20 else b, float(xi), float(yi))
+    assert bias.pearson(bias.merge(a, b)) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert bias.pearson(bias.new_corr()) is None
+
+
+def test_pairs_skip_identical_texts_and_cap():
+    s = [{"sample_id": str(i), "text": t} for i, t in enumerate(["x", "y", "x", "z"])]
+    pairs, identical = make_pairs({"p": s})
+    assert identical == 1 and len(pairs) == 5
+    capped, _ = make_pairs({"p": s}, max_pairs_per_prompt=2)
+    assert [(p.a["sample_id"], p.b["sample_id"]) for p in capped] == [("0", "1"), ("0", "3")]
+    assert pairs[0].length_delta == 0

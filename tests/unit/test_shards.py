@@ -1,0 +1,47 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from synthpref.data.schema import PREFERENCES, SAMPLES, to_table
+from synthpref.data.shards import FingerprintMismatch, ShardStore
+
+
+def sample_rows(n, prefix="s"):
+    return [{"prompt_id": "p", "sample_id": f"{prefix}{i}", "policy": "m", "text": f"t{i}", "n_tokens": i,
+             "logprob": -1.0 * i, "finish_reason": "stop", "seed": i} for i in range(n)]
+
+
+def test_write_skip_and_redo(tmp_path):
+    store = ShardStore(tmp_path, "fp1")
+    store.write_shard("a", 0, {"samples": to_table(sample_rows(3), SAMPLES)}, {"n": 3})
+    store.write_shard("b", 1, {"samples": to_table(sample_rows(2, "u"), SAMPLES)}, {"n": 2})
+    reopened = ShardStore(tmp_path, "fp1")
+    assert reopened.is_done("a") and reopened.is_done("b") and not reopened.is_done("c")
+    assert reopened.read_table("samples").num_rows == 5
+    (tmp_path / "samples" / "shard-00001.parquet").unlink()
+    assert not ShardStore(tmp_path, "fp1").is_done("b")
+    # a truncated file (wrong row count) is not done either
+    pq.write_table(to_table(sample_rows(1), SAMPLES), tmp_path / "samples" / "shard-00000.parquet")
+    assert not ShardStore(tmp_path, "fp1").is_done("a")
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_other_config_is_refused(tmp_path):
+    ShardStore(tmp_path, "fp1").write_shard("a", 0, {"samples": to_table(sample_rows(1), SAMPLES)}, {})
+    with pytest.raises(FingerprintMismatch, match="another config"):
+        ShardStore(tmp_path, "fp2")
+
+
+def test_schema_round_trip_and_bad_rows(tmp_path):
+    row = {"prompt_id": "p", "pair_id": "x", "prompt": [{"role": "user", "content": "hi"}],
+           "chosen": [{"role": "assistant", "content": "hello"}], "rejected": [{"role": "assistant", "content": "go"}],
+           "score_chosen": 0.8, "score_rejected": 0.2, "confidence": 0.8, "n_votes": 2, "agreement": 1.0,
+           "position_consistent": True, "length_delta": 3, "provenance": "{}"}
+    pq.write_table(to_table([row], PREFERENCES), tmp_path / "p.parquet")
+    back = pq.read_table(tmp_path / "p.parquet")
+    assert back.schema.equals(PREFERENCES)
+    assert back.to_pylist() == [row]
+    with pytest.raises(ValueError, match="missing fields"):
+        to_table([{k: v for k, v in row.items() if k != "chosen"}], PREFERENCES)
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        to_table([dict(row, n_votes="two")], PREFERENCES)
