@@ -15,6 +15,11 @@ from synthpref.judging.verdicts import FAILED
 from synthpref.monitor import bias
 
 
+def engine_key(model: str, engine) -> str:
+    """Judges with the same key share one engine group."""
+    return json.dumps([model, dataclasses.asdict(engine)], sort_keys=True)
+
+
 class Jury:
     def __init__(self, cfg: JudgingConfig, groups: dict | None = None):
         self.cfg = cfg
@@ -25,7 +30,7 @@ class Jury:
     def _build(self, jc):
         if jc.type == "function":
             return FunctionJudge(jc, self.cfg.tie_margin)
-        key = json.dumps([jc.model, dataclasses.asdict(jc.engine)], sort_keys=True)
+        key = engine_key(jc.model, jc.engine)
         if key not in self.groups:
             from synthpref.sampling.group import EngineGroup
             self.groups[key] = EngineGroup(jc.model, jc.engine, num_engines=1)
