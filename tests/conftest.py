@@ -22,3 +22,18 @@ def hh_rlhf_path() -> Path:
     if not HH_RLHF.exists():
         pytest.skip(f"needs ../shared/data (not found at {HH_RLHF}): hh-rlhf human-labelled pairs are absent here")
     return HH_RLHF
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    from synthpref.models.tiny import build_tiny_model
+    return str(build_tiny_model(tmp_path_factory.mktemp("models") / "policy", seed=0))
+
+
+@pytest.fixture(scope="session")
+def first_judge_model(tmp_path_factory):
+    from synthpref.models.tiny import build_tiny_model
+    path = str(build_tiny_model(tmp_path_factory.mktemp("models") / "always-first", seed=3))
+    from tests.helpers import train_always_first_judge
+    train_always_first_judge(path)
+    return path
