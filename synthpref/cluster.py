@@ -13,12 +13,14 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(cfg: RayConfig, min_cpus: int = 1) -> bool:
-    """Join the cluster at cfg.address, or start a fresh local one. Returns True if we started it."""
+    """Join the cluster at cfg.address (or $RAY_ADDRESS, as set for a submitted Ray job), else start a
+    fresh local one. Returns True if we started it."""
     if ray.is_initialized():
         return False
     env = {"env_vars": {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}}
-    if cfg.address:
-        ray.init(address=cfg.address, namespace=cfg.namespace, runtime_env=env, log_to_driver=True)
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=cfg.namespace, runtime_env=env, log_to_driver=True)
         return False
     num_cpus = cfg.num_cpus or max(min_cpus, os.cpu_count() or 1)
     ray.init(address="local", num_cpus=num_cpus, namespace=cfg.namespace, include_dashboard=False,

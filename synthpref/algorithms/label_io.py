@@ -12,6 +12,7 @@ from synthpref.data.readers import PromptRow, Quarantined, read_prompts
 from synthpref.data.schema import content_id
 from synthpref.data.shards import ShardStore, atomic_write_bytes
 from synthpref.judging.verdicts import FIRST
+from synthpref.models.loading import chat_prompt_ids, load_tokenizer
 from synthpref.monitor import bias
 
 # Settings that change where or how fast work runs, not what it produces: left out of the fingerprint.
@@ -61,19 +62,16 @@ def load_prompts(cfg: LabelConfig) -> tuple[list[PromptRow], list[Quarantined], 
 
 
 def _over_long(rows: list[PromptRow], cfg: LabelConfig) -> dict[str, Quarantined]:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(cfg.policy.model)
+    tok = load_tokenizer(cfg.policy.model)
     limit = cfg.policy.engine.max_model_len - cfg.policy.max_tokens
     bad = {}
     for r in rows:
         try:
-            text = tok.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False)
+            n = len(chat_prompt_ids(tok, r.messages))
         except Exception as exc:  # the model's chat template rejects this conversation
             bad[r.prompt_id] = Quarantined(r.source, "wrong_type", f"chat template failed: {exc}",
                                            json.dumps({"messages": r.messages})[:2000])
             continue
-        n = len(tok.encode(text, add_special_tokens=False))
         if n > limit:
             bad[r.prompt_id] = Quarantined(
                 r.source, "prompt_too_long",

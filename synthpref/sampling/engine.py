@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from synthpref.models.loading import chat_prompt_ids
 from synthpref.sampling import reaper
 
 
@@ -60,8 +61,7 @@ class EngineActor:
                 "cores": self.cores, "engine_pids": self._reaper.pids if self._reaper else []}
 
     def render(self, messages: list[dict]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]

@@ -152,3 +152,20 @@ def test_resume_recomputes_only_the_missing_shard(sampled_job):
     assert strip(judgments) == strip(first_judgments)
     third = run_label(config, tmp)                          # nothing left to do: no engines, same data
     assert third["shards"]["run"] == 0 and third["counts"] == first["counts"]
+
+
+def test_pointwise_best_vs_worst(tmp_path):
+    rows = [{"prompt": f"q{i}", "completions": ["a" * (i + 1), "b" * (i + 5), "c" * (i + 3)]} for i in range(5)]
+    rows.append({"prompt": "flat", "completions": ["xy", "zw"]})                       # equal scores: a tie
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    summary = run_label({"output_dir": str(out), "data": {"path": str(tmp_path / "p.jsonl")},
+                         "judging": {"mode": "pointwise", "judges": [function_judge("short", "brevity")]}}, tmp_path)
+    c = summary["counts"]
+    assert (c["pairs"], c["preferences"], c["ties"], c["judgments"]) == (6, 5, 1, 17)
+    prefs = pq.read_table(out / "preferences").to_pylist()
+    for i, p in enumerate(prefs):
+        assert p["chosen"][0]["content"] == "a" * (i + 1) and p["rejected"][0]["content"] == "b" * (i + 5)
+        assert p["score_chosen"] == -(i + 1) and p["position_consistent"] is None
+    judgments = pq.read_table(out / "judgments").to_pylist()
+    assert {j["order"] for j in judgments} == {"point"}

@@ -68,3 +68,13 @@ def test_jury_of_three_catches_the_position_biased_judges(judge_group, first_jud
         assert decision.consistent is False
     assert stats["first-logprob"]["flips"] == 3 and stats["first-logprob"]["both_orders"] == 3
     assert stats["longer"]["flips"] == 0
+
+
+def test_pointwise_logprob_scores(judge_group):
+    from synthpref.judging.backends import PointRequest
+    from synthpref.judging.templates import POINTWISE_LOGPROB
+
+    judge = VLLMJudge(JudgeConfig(id="yes-no", verdict="logprob"), "pointwise", judge_group)
+    rows = judge.score([PointRequest(f"s{i}", CONV, f"the moon is far away {i}") for i in range(3)])
+    assert [r["verdict"] for r in rows] == ["SCORE"] * 3 and [r["order"] for r in rows] == ["point"] * 3
+    assert all(0.0 < r["score"] < 1.0 and r["template_hash"] == POINTWISE_LOGPROB.hash for r in rows)

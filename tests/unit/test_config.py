@@ -76,3 +76,18 @@ def test_every_key_has_help():
     assert any("judging.judges.N.verdict" in line for line in lines)
     undocumented = [line for line in lines if line.rstrip().endswith(":") and "each item" not in line]
     assert undocumented == []
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "ci-tiny.yaml", "hh-rlhf-jury.yaml", "qwen7b-policy-llama70b-jury-8gpu.yaml"])
+def test_shipped_configs_are_valid(name):
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    validate_label_config(load_config(LabelConfig, path))
+
+
+def test_readme_documents_every_key():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [line.split(" (")[0].split(":")[0].strip() for line in describe_keys(LabelConfig)
+               if line.split(" (")[0].split(":")[0].strip() not in readme]
+    assert missing == []

@@ -1,0 +1,24 @@
+"""Model and tokenizer loading: a Hugging Face name or a local path, one code path for both.
+
+Prompts are rendered with the tokenizer's own chat template, so a model is prompted the way it was
+trained; the sampler engines and the driver's length checks use this same rendering.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(name_or_path)
+    if not getattr(tok, "chat_template", None):
+        raise ValueError(f"{name_or_path}: the tokenizer has no chat template; use an instruction-tuned model "
+                         f"or one built with `synthpref tiny-model`")
+    return tok
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` rendered by the chat template, ready for the assistant's turn."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
