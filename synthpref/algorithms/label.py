@@ -57,6 +57,9 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> 
         p = cfg.policy
         sampled, sampling_errors = sampler.sample(to_sample, p.samples_per_prompt, p.max_tokens, p.temperature,
                                                   p.top_p, cfg.seed, on_done=on_done)
+        source_of = {r.prompt_id: r.source for r in to_sample}
+        for error in sampling_errors:
+            error["source"] = source_of[error["prompt_id"]]
         samples.extend(sampled)
     order = [r.prompt_id for r in shard.rows]
     samples_of = group_by_prompt(samples, order)

@@ -122,7 +122,7 @@ def _sampling_errors(store: ShardStore, shards: list[Shard]) -> list[dict]:
 def write_quarantine(path: Path, quarantined: list[Quarantined], store: ShardStore, shards: list[Shard]) -> None:
     """Every unusable row with its reason: bad input, and completions the engine could not produce."""
     lines = [json.dumps(q.to_json(), ensure_ascii=False) for q in quarantined]
-    lines += [json.dumps({"source": e["prompt_id"], "reason": "sampling_failed",
+    lines += [json.dumps({"source": e["source"], "reason": "sampling_failed", "prompt_id": e["prompt_id"],
                           "detail": f"completion {e['index']}: {e['error']}", "raw": ""}) for e in _sampling_errors(store, shards)]
     atomic_write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
 
