@@ -105,7 +105,9 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> 
     counts["failed_verdicts"] = sum(1 for r in rows if r["verdict"] == FAILED)
     counts["prompt_tokens"] = sum(r["prompt_tokens"] or 0 for r in rows)
     counts["completion_tokens"] = sum(r["completion_tokens"] or 0 for r in rows)
-    counts["judges"] = judge_stats
+    counts["judges"] = judge_stats["judges"]
+    counts["judge_agreement"] = judge_stats["agreement"]
+    counts["chosen_longer"] = sum(1 for p in prefs if p["length_delta"] > 0)
     tables = {"samples": to_table(samples, SAMPLES), "judgments": to_table(rows, JUDGMENTS),
               "preferences": to_table(prefs, PREFERENCES)}
     return tables, counts
@@ -136,7 +138,7 @@ def run_label(cfg: LabelConfig) -> dict:
                 bar.update(len(shard.rows))
                 metrics.log({"event": "shard", "shard": shard.index, "seconds": round(seconds, 3),
                              "labels_per_s": round(counts["judgments"] / seconds, 3) if seconds else None,
-                             **{k: v for k, v in counts.items() if k not in ("judges", "sampling_errors")}})
+                             **{k: v for k, v in counts.items() if k not in ("judges", "judge_agreement", "sampling_errors")}})
             bar.close()
     write_quarantine(out / "quarantine.jsonl", quarantined, store, shards)
     summary = summarise(cfg, store, shards, quarantined, n_read, skipped=len(shards) - len(todo))

@@ -128,7 +128,7 @@ def write_quarantine(path: Path, quarantined: list[Quarantined], store: ShardSto
 
 
 _SUMMED = ("prompts", "samples", "pairs", "identical_pairs", "preferences", "ties", "failed_pairs", "judgments",
-           "failed_verdicts", "consistent_pairs", "checked_pairs", "prompt_tokens", "completion_tokens")
+           "failed_verdicts", "consistent_pairs", "checked_pairs", "prompt_tokens", "completion_tokens", "chosen_longer")
 
 
 def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quarantined: list[Quarantined],
@@ -136,12 +136,15 @@ def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quaranti
     """Counts summed over every shard of the plan (run now or earlier), and per-judge bias figures."""
     totals = {k: 0 for k in _SUMMED}
     judges: dict[str, dict] = {}
+    agreement: dict[str, tuple] = {}
     for s in shards:
         stats = store.stats(s.shard_id)
         for k in _SUMMED:
             totals[k] += stats[k]
         for jid, js in stats["judges"].items():
             judges[jid] = bias.merge_judge_stats(judges.get(jid, bias.new_judge_stats()), js)
+        for key, (n, same) in stats["judge_agreement"].items():
+            agreement[key] = (agreement.get(key, (0, 0))[0] + n, agreement.get(key, (0, 0))[1] + same)
     reasons: dict[str, int] = {}
     for q in quarantined:
         reasons[q.reason] = reasons.get(q.reason, 0) + 1
@@ -158,6 +161,8 @@ def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quaranti
         "quarantined_by_reason": reasons,
         "position_consistency": totals["consistent_pairs"] / checked if checked else None,
         "judges": {jid: bias.judge_report(js) for jid, js in judges.items()},
+        "judge_agreement": bias.agreement_report(agreement),
+        "chosen_longer_rate": totals["chosen_longer"] / totals["preferences"] if totals["preferences"] else None,
         "tokens": {"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"],
                    "per_label": ((totals["prompt_tokens"] + totals["completion_tokens"]) / totals["preferences"]
                                  if totals["preferences"] else None)},

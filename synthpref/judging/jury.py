@@ -48,7 +48,8 @@ class Jury:
 
     # -- pairwise --------------------------------------------------------------------------------
     def judge_pairs(self, pairs: list[Pair], conversations: dict[str, list[dict]], on_done=None):
-        """Returns (judgment rows, {pair_id: (Decision, votes)}, per-judge stats)."""
+        """Returns (judgment rows, {pair_id: (Decision, votes)}, {"judges": per-judge stats,
+        "agreement": how often each two judges gave the same vote})."""
         requests = []
         for p in pairs:
             conv = conversations[p.prompt_id]
@@ -61,7 +62,7 @@ class Jury:
             for row in judge.judge_pairs(requests, on_done):
                 rows.append(row)
                 by_key[(row["pair_id"], judge.id, row["order"])] = row
-        decisions, stats = {}, {j.id: bias.new_judge_stats() for j in self.judges}
+        decisions, stats, agreement = {}, {j.id: bias.new_judge_stats() for j in self.judges}, {}
         for p in pairs:
             votes = []
             for judge in self.judges:
@@ -78,11 +79,12 @@ class Jury:
                     s["flips"] += 0 if vote.consistent else 1
                 bias.add_point(s["length"], vote.p_a, p.length_delta)
             decisions[p.pair_id] = (jury(votes, self.cfg.jury_rule, self.weights, self.cfg.tie_margin), votes)
-        return rows, decisions, stats
+            bias.add_agreement(agreement, votes)
+        return rows, decisions, {"judges": stats, "agreement": agreement}
 
     # -- pointwise -------------------------------------------------------------------------------
     def score_samples(self, samples_of: dict[str, list[dict]], conversations: dict[str, list[dict]], on_done=None):
-        """Returns (judgment rows, {prompt_id: PointChoice}, per-judge stats)."""
+        """Returns (judgment rows, {prompt_id: PointChoice}, {"judges": per-judge stats, "agreement": {}})."""
         requests = [PointRequest(s["sample_id"], conversations[pid], s["text"])
                     for pid, samples in samples_of.items() for s in samples]
         rows, scores = [], {}
@@ -102,7 +104,7 @@ class Jury:
         for pid, samples in samples_of.items():
             ids = [s["sample_id"] for s in samples]
             choices[pid] = pointwise_choice(ids, {j: {x: scores[j].get(x) for x in ids} for j in scores}, self.weights)
-        return rows, choices, stats
+        return rows, choices, {"judges": stats, "agreement": {}}
 
 
 __all__ = ["Jury", "Decision"]

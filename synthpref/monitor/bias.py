@@ -53,3 +53,18 @@ def judge_report(stats: dict) -> dict:
     return {"votes": stats["votes"], "failed": stats["failed"], "both_order_pairs": both,
             "position_flip_rate": stats["flips"] / both if both else None,
             "length_correlation": pearson(stats["length"])}
+
+
+def add_agreement(acc: dict, votes: list) -> None:
+    """Count, for each two judges that both voted (not FAILED) on a pair, whether they agreed."""
+    valid = [v for v in votes if v.winner != "FAILED"]
+    for i, a in enumerate(valid):
+        for b in valid[i + 1:]:
+            key = f"{a.judge_id}|{b.judge_id}"
+            n, same = acc.get(key, (0, 0))
+            acc[key] = (n + 1, same + int(a.winner == b.winner))
+
+
+def agreement_report(acc: dict) -> dict:
+    """{"j1|j2": {"pairs": n, "agreement": share of pairs with the same vote}}."""
+    return {key: {"pairs": n, "agreement": same / n if n else None} for key, (n, same) in sorted(acc.items())}

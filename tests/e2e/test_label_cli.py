@@ -47,6 +47,29 @@ def test_known_answer_function_judge(tmp_path):
     assert all(len(p["chosen"][0]["content"]) > len(p["rejected"][0]["content"]) for p in prefs)
     assert all(p["position_consistent"] and p["length_delta"] > 0 for p in prefs)
     assert summary["judges"]["longer"]["length_correlation"] > 0.5      # a length-biased judge shows it
+    assert summary["chosen_longer_rate"] == 1.0
+
+
+def test_real_hh_rlhf_pairs_with_a_jury(tmp_path, hh_rlhf_path):
+    """hh-rlhf dialogues (ready pairs) judged by a two-judge jury; counts add up to the rows read."""
+    out = tmp_path / "out"
+    summary = run_label({"output_dir": str(out), "data": {"path": str(hh_rlhf_path), "limit": 60, "shard_size": 25},
+                         "judging": {"jury_rule": "majority",
+                                     "judges": [function_judge(), function_judge("shorter", "brevity")]}}, tmp_path)
+    c = summary["counts"]
+    assert c["rows_read"] == 60 and c["prompts"] + c["quarantined"] == 60
+    assert c["pairs"] + c["identical_pairs"] == c["prompts"]
+    assert c["preferences"] + c["ties"] + c["failed_pairs"] == c["pairs"]
+    assert c["preferences"] == 0                            # opposite judges: every decided pair is a tie
+    from itertools import islice
+
+    from synthpref.data.readers import PromptRow, read_prompts
+    rows = [r for r in islice(read_prompts(str(hh_rlhf_path)), 60) if isinstance(r, PromptRow)]
+    usable = [r for r in rows if r.completions[0] != r.completions[1]]
+    same_length = sum(1 for r in usable if len(r.completions[0]) == len(r.completions[1]))
+    assert summary["judge_agreement"]["longer|shorter"] == {"pairs": len(usable),
+                                                           "agreement": same_length / len(usable)}
+    assert summary["shards"]["total"] == -(-c["prompts"] // 25)
 
 
 def test_bad_input_is_quarantined_with_reasons(tmp_path, tiny_model):

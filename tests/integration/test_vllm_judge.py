@@ -66,8 +66,10 @@ def test_jury_of_three_catches_the_position_biased_judges(judge_group, first_jud
         assert decision.winner == "A" and decision.n_votes == 3
         assert decision.agreement == pytest.approx(1 / 3)
         assert decision.consistent is False
-    assert stats["first-logprob"]["flips"] == 3 and stats["first-logprob"]["both_orders"] == 3
-    assert stats["longer"]["flips"] == 0
+    assert stats["judges"]["first-logprob"]["flips"] == 3 and stats["judges"]["first-logprob"]["both_orders"] == 3
+    assert stats["judges"]["longer"]["flips"] == 0
+    assert stats["agreement"] == {"first-logprob|first-text": (3, 3), "first-logprob|longer": (3, 0),
+                                  "first-text|longer": (3, 0)}
 
 
 def test_pointwise_logprob_scores(judge_group):
