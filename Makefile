@@ -11,7 +11,7 @@ STAMP := $(VENV)/.synthpref-installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	# torch 2.13.0+cpu: a local wheel folder (PIP_FIND_LINKS) if there is one, else PyTorch's CPU index.
@@ -32,7 +32,7 @@ demo: install
 	$(VENV)/bin/synthpref demo
 
 test: install
-	$(PY) -m pytest -q -x --timeout=900
+	$(PY) -m pytest -q -x --timeout=900 --durations=8
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from synthpref.algorithms.label_io import (Shard, fingerprint, load_prompts, plan_shards, preference_row,
-                                           summarise, write_quarantine)
+                                           preflight, summarise, write_quarantine)
 from synthpref.config import LabelConfig
 from synthpref.data.pairs import given_samples, group_by_prompt, make_pairs
 from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, to_table
@@ -115,6 +115,7 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> 
 
 def run_label(cfg: LabelConfig) -> dict:
     """The whole job; returns the summary that is also written to summary.json."""
+    preflight(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows, quarantined, n_read = load_prompts(cfg)

@@ -41,6 +41,23 @@ def fingerprint(cfg: LabelConfig) -> str:
     return content_id(strip(tree))
 
 
+def preflight(cfg: LabelConfig) -> None:
+    """Fail before any engine starts: every function judge imports and every template resolves."""
+    from synthpref.judging.backends import load_function
+    from synthpref.judging.templates import get_template
+
+    for i, judge in enumerate(cfg.judging.judges):
+        key = f"judging.judges.{i}"
+        try:
+            if judge.type == "function":
+                load_function(judge.function)
+            else:
+                get_template(judge.template, cfg.judging.mode, judge.verdict)
+        except (ConfigError, ValueError, TypeError, FileNotFoundError) as exc:
+            field = "function" if judge.type == "function" else "template"
+            raise ConfigError(f"{key}.{field}: {exc}") from exc
+
+
 def load_prompts(cfg: LabelConfig) -> tuple[list[PromptRow], list[Quarantined], int]:
     """Usable rows, quarantined rows, and the number of rows read. Prompts that will be sampled are
     checked against the policy engine's context with room for `max_tokens`."""

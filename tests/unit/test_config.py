@@ -91,3 +91,15 @@ def test_readme_documents_every_key():
     missing = [line.split(" (")[0].split(":")[0].strip() for line in describe_keys(LabelConfig)
                if line.split(" (")[0].split(":")[0].strip() not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("judging.judges.0.template=no-such-template", "judging.judges.0.template: unknown judge template"),
+    ("judging.judges.0.template=pairwise-text", "judging.judges.0.template: template 'pairwise-text' is for pairwise/text"),
+    ("judging.judges.1.function=no_such_module_xyz:f", "judging.judges.1.function"),
+])
+def test_preflight_names_the_judge_key(tmp_path, override, message):
+    from synthpref.algorithms.label_io import preflight
+    cfg = load_config(LabelConfig, write(tmp_path, BASE), [override])
+    with pytest.raises(ConfigError, match=message):
+        preflight(cfg)
