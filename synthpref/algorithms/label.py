@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from synthpref.algorithms.label_io import (Shard, fingerprint, load_prompts, plan_shards, preference_row,
-                                           preflight, summarise, write_quarantine)
+                                           preflight, prompt_row, summarise, write_quarantine)
 from synthpref.config import LabelConfig
 from synthpref.data.pairs import given_samples, group_by_prompt, make_pairs
-from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, to_table
+from synthpref.data.schema import JUDGMENTS, PREFERENCES, PROMPTS, SAMPLES, to_table
 from synthpref.data.shards import ShardStore, atomic_write_bytes
 from synthpref.judging.verdicts import FAILED, TIE
 from synthpref.monitor.metrics import MetricsLog, progress
@@ -108,7 +108,7 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> 
     counts["judges"] = judge_stats["judges"]
     counts["judge_agreement"] = judge_stats["agreement"]
     counts["chosen_longer"] = sum(1 for p in prefs if p["length_delta"] > 0)
-    tables = {"samples": to_table(samples, SAMPLES), "judgments": to_table(rows, JUDGMENTS),
+    tables = {"prompts": to_table([prompt_row(r) for r in shard.rows], PROMPTS), "samples": to_table(samples, SAMPLES), "judgments": to_table(rows, JUDGMENTS),
               "preferences": to_table(prefs, PREFERENCES)}
     return tables, counts
 

@@ -56,6 +56,17 @@ def preflight(cfg: LabelConfig) -> None:
         except (ConfigError, ValueError, TypeError, FileNotFoundError) as exc:
             field = "function" if judge.type == "function" else "template"
             raise ConfigError(f"{key}.{field}: {exc}") from exc
+    for i, judge in enumerate(cfg.judging.judges):
+        if judge.type == "vllm":
+            tokenizer_or_error(judge.model, f"judging.judges.{i}.model")
+
+
+def tokenizer_or_error(model: str, key: str):
+    """The model's tokenizer, or a ConfigError naming the key when it cannot be loaded."""
+    try:
+        return load_tokenizer(model)
+    except Exception as exc:  # OSError for a missing path or hub name, ValueError for no chat template
+        raise ConfigError(f"{key}: cannot load a tokenizer from {model!r}: {exc}") from exc
 
 
 def load_prompts(cfg: LabelConfig) -> tuple[list[PromptRow], list[Quarantined], int]:
@@ -79,7 +90,7 @@ def load_prompts(cfg: LabelConfig) -> tuple[list[PromptRow], list[Quarantined], 
 
 
 def _over_long(rows: list[PromptRow], cfg: LabelConfig) -> dict[str, Quarantined]:
-    tok = load_tokenizer(cfg.policy.model)
+    tok = tokenizer_or_error(cfg.policy.model, "policy.model")
     limit = cfg.policy.engine.max_model_len - cfg.policy.max_tokens
     bad = {}
     for r in rows:
@@ -103,6 +114,11 @@ def plan_shards(rows: list[PromptRow], shard_size: int) -> list[Shard]:
         chunk = rows[start:start + shard_size]
         shards.append(Shard(index, content_id(index, [r.prompt_id for r in chunk]), chunk))
     return shards
+
+
+def prompt_row(row: PromptRow) -> dict:
+    return {"prompt_id": row.prompt_id, "messages": row.messages, "source": row.source,
+            "meta": json.dumps(row.meta, ensure_ascii=False, default=str)}
 
 
 def preference_row(cfg: LabelConfig, pair, decision, votes, conversation: list[dict], judges: list[dict],
@@ -185,5 +201,5 @@ def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quaranti
                                  if totals["preferences"] else None)},
         "shards": {"total": len(shards), "skipped_as_done": skipped, "run": len(shards) - skipped},
         "outputs": {name: str(Path(cfg.output_dir) / name) for name in
-                    ("preferences", "judgments", "samples", "quarantine.jsonl", "metrics.jsonl", "summary.json")},
+                    ("preferences", "judgments", "samples", "prompts", "quarantine.jsonl", "metrics.jsonl", "summary.json")},
     }

@@ -1,4 +1,4 @@
-"""Prompt readers: JSONL, Parquet, Hugging Face datasets and hh-rlhf dialogues.
+"""Prompt readers: JSONL, Parquet, Hugging Face datasets; ready pairs in hh-rlhf or TRL shape.
 
 Every reader yields `PromptRow`s for usable rows and `Quarantined` records for the rest, with a reason
 from `REASONS`. One bad row never stops a read.
@@ -21,7 +21,7 @@ REASONS = {
     "too_few_completions": "`completions` has fewer than two responses",
     "prompt_too_long": "the prompt does not fit the engine's context with room to answer",
     "duplicate": "the same prompt (and completions) appeared earlier in the input",
-    "transcript_mismatch": "hh-rlhf chosen and rejected do not share the same dialogue prefix",
+    "transcript_mismatch": "chosen and rejected do not share the same conversation before the reply",
 }
 ROLES = {"system", "user", "assistant"}
 
@@ -55,6 +55,8 @@ def row_from_record(record: object, source: str) -> Item:
     raw = _preview(record)
     if not isinstance(record, dict):
         return Quarantined(source, "wrong_type", f"expected a JSON object, got {type(record).__name__}", raw)
+    if isinstance(record.get("prompt"), list) and record.get("messages") is None:
+        record = {**{k: v for k, v in record.items() if k != "prompt"}, "messages": record["prompt"]}
     if "messages" in record and record["messages"] is not None:
         messages = record["messages"]
         problem = _check_messages(messages)
@@ -115,7 +117,7 @@ def read_jsonl(path: Path) -> Iterator[Item]:
             except json.JSONDecodeError as exc:
                 yield Quarantined(source, "malformed_json", str(exc), text)
                 continue
-            yield from _with_hh(record, source)
+            yield from _route(record, source)
 
 
 def read_parquet(path: Path) -> Iterator[Item]:
@@ -123,7 +125,7 @@ def read_parquet(path: Path) -> Iterator[Item]:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     for file in files:
         for i, record in enumerate(pq.read_table(file).to_pylist()):
-            yield from _with_hh(record, f"{file.name}:{i}")
+            yield from _route(record, f"{file.name}:{i}")
 
 
 def read_hf(path: str, split: str) -> Iterator[Item]:
@@ -136,14 +138,13 @@ def read_hf(path: str, split: str) -> Iterator[Item]:
     else:
         ds = datasets.load_dataset(path, split=split)
     for i, record in enumerate(ds):
-        yield from _with_hh(record, f"{Path(path).name}[{split}]:{i}")
+        yield from _route(record, f"{Path(path).name}[{split}]:{i}")
 
 
-def _with_hh(record: object, source: str) -> Iterator[Item]:
-    """Records that look like hh-rlhf (`chosen`/`rejected` transcripts) are parsed as such."""
-    if isinstance(record, dict) and "prompt" not in record and "messages" not in record \
-            and isinstance(record.get("chosen"), str) and isinstance(record.get("rejected"), str):
-        yield hh_rlhf_row(record, source)
+def _route(record: object, source: str) -> Iterator[Item]:
+    """Records with `chosen`/`rejected` are ready pairs (hh-rlhf or TRL preference format)."""
+    if isinstance(record, dict) and "chosen" in record and "rejected" in record and "completions" not in record:
+        yield pair_record_row(record, source)
     else:
         yield row_from_record(record, source)
 
@@ -158,21 +159,49 @@ def parse_transcript(text: str) -> list[dict]:
     return messages
 
 
-def hh_rlhf_row(record: dict, source: str) -> Item:
-    """Prompt = the shared dialogue up to the last assistant turn; completions = [chosen, rejected].
+def _split_reply(value: object, name: str) -> tuple[list[dict] | None, str | None, str | None]:
+    """A chosen/rejected value -> (conversation before the reply, or None for a plain string; the reply; an error)."""
+    if isinstance(value, str):
+        return None, value, None
+    bad = f"{name}: expected a string or a message list ending with an assistant turn"
+    if not isinstance(value, list) or not value:
+        return None, None, bad
+    if any(not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str)
+           for m in value) or value[-1]["role"] != "assistant":
+        return None, None, bad
+    return [{"role": m["role"], "content": m["content"]} for m in value[:-1]], value[-1]["content"], None
 
-    `meta.human_choice` = 0 records that a human preferred the first completion.
-    """
-    chosen, rejected = parse_transcript(record["chosen"]), parse_transcript(record["rejected"])
+
+def pair_record_row(record: dict, source: str) -> Item:
+    """A ready pair: completions = [chosen, rejected], `meta.human_choice` = 0 (the first was preferred).
+
+    Accepted shapes: hh-rlhf transcripts ("\\n\\nHuman: ... \\n\\nAssistant: ..."); TRL's explicit
+    prompt (`prompt` string or messages, `chosen`/`rejected` strings or assistant messages); TRL's
+    implicit prompt (`chosen`/`rejected` full conversations sharing every turn but the last)."""
     raw = _preview(record)
-    if not chosen or chosen[-1]["role"] != "assistant" or not rejected or rejected[-1]["role"] != "assistant":
-        return Quarantined(source, "wrong_type", "hh-rlhf transcript does not end with an assistant turn", raw)
-    if chosen[:-1] != rejected[:-1]:
-        return Quarantined(source, "transcript_mismatch", REASONS["transcript_mismatch"], raw)
-    meta = {k: v for k, v in record.items() if k not in ("chosen", "rejected")}
+    meta = {k: v for k, v in record.items() if k not in ("prompt", "messages", "chosen", "rejected")}
     meta["human_choice"] = 0
-    return row_from_record({"messages": chosen[:-1], "completions": [chosen[-1]["content"], rejected[-1]["content"]],
-                            **meta}, source)
+    has_prompt = record.get("prompt") is not None or record.get("messages") is not None
+    chosen, rejected = record["chosen"], record["rejected"]
+    if not has_prompt and isinstance(chosen, str) and isinstance(rejected, str):
+        chosen, rejected = parse_transcript(chosen), parse_transcript(rejected)
+        if not chosen or not rejected:
+            return Quarantined(source, "missing_prompt", "chosen/rejected strings without a prompt must be "
+                                                         "hh-rlhf transcripts", raw)
+    (ctx_c, reply_c, err_c), (ctx_r, reply_r, err_r) = _split_reply(chosen, "chosen"), _split_reply(rejected, "rejected")
+    if err_c or err_r:
+        return Quarantined(source, "wrong_type", err_c or err_r, raw)
+    if has_prompt:
+        prompt = {k: record[k] for k in ("prompt", "messages") if record.get(k) is not None}
+        row = row_from_record({**prompt, "completions": [reply_c, reply_r], **meta}, source)
+        if isinstance(row, PromptRow) and any(ctx and ctx != row.messages for ctx in (ctx_c, ctx_r)):
+            return Quarantined(source, "transcript_mismatch", "chosen/rejected conversation differs from the prompt", raw)
+        return row
+    if ctx_c != ctx_r:
+        return Quarantined(source, "transcript_mismatch", REASONS["transcript_mismatch"], raw)
+    if not ctx_c:
+        return Quarantined(source, "missing_prompt", "chosen/rejected have no conversation before the reply", raw)
+    return row_from_record({"messages": ctx_c, "completions": [reply_c, reply_r], **meta}, source)
 
 
 def detect_format(path: str) -> str:

@@ -95,12 +95,16 @@ class ShardStore:
         self._save_manifest()
 
     def forget_other_shards(self, live_ids: set[str]) -> None:
-        """Drop manifest entries of shards the current plan no longer contains."""
-        stale = set(self.manifest["shards"]) - live_ids
-        for shard_id in stale:
-            del self.manifest["shards"][shard_id]
-        if stale:
-            self._save_manifest()
+        """Drop shards the current plan no longer contains (the input changed): their manifest entries
+        first, then their files, so no reader of `table/*.parquet` sees rows of another input."""
+        stale = {sid: self.manifest["shards"].pop(sid) for sid in set(self.manifest["shards"]) - live_ids}
+        if not stale:
+            return
+        self._save_manifest()
+        live_files = {rel for entry in self.manifest["shards"].values() for rel in entry["files"]}
+        for entry in stale.values():
+            for rel in set(entry["files"]) - live_files:
+                (self.root / rel).unlink(missing_ok=True)
 
     def stats(self, shard_id: str) -> dict:
         return self.manifest["shards"][shard_id]["stats"]

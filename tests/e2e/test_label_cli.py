@@ -130,6 +130,8 @@ def test_sampled_job_outputs(sampled_job):
     assert sorted({j["order"] for j in judgments}) == ["ab", "ba"]
     assert all(j["p_first"] is not None and j["template_hash"] for j in judgments)
     samples = pq.read_table(out / "samples").to_pylist()
+    prompts = pq.read_table(out / "prompts").to_pylist()
+    assert len(prompts) == 12 and {s["prompt_id"] for s in samples} == {p["prompt_id"] for p in prompts}
     assert all(s["seed"] is not None and s["policy"] == config["policy"]["model"] for s in samples)
     prefs = pq.read_table(out / "preferences").to_pylist()
     prov = json.loads(prefs[0]["provenance"])

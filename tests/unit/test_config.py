@@ -103,3 +103,11 @@ def test_preflight_names_the_judge_key(tmp_path, override, message):
     cfg = load_config(LabelConfig, write(tmp_path, BASE), [override])
     with pytest.raises(ConfigError, match=message):
         preflight(cfg)
+
+
+def test_preflight_names_a_judge_model_that_cannot_load(tmp_path):
+    from synthpref.algorithms.label_io import preflight
+    cfg = load_config(LabelConfig, write(tmp_path, BASE), [f"judging.judges.0.model={tmp_path / 'missing-model'}",
+                                                         "judging.judges.1.function=synthpref.judging.functions:length"])
+    with pytest.raises(ConfigError, match="judging.judges.0.model: cannot load a tokenizer"):
+        preflight(cfg)

@@ -93,3 +93,33 @@ def test_real_hh_rlhf_pairs_parse(hh_rlhf_path):
     assert len(items) == 1200
     assert len(rows) >= 1100          # a few real rows differ in their dialogue prefix or repeat
     assert all(len(r.completions) == 2 and r.messages[-1]["role"] == "user" for r in rows)
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def bot(text):
+    return {"role": "assistant", "content": text}
+
+
+def test_trl_preference_shapes(tmp_path):
+    records = [
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5"},                                   # explicit, standard
+        {"prompt": [user("2+2?")], "chosen": [bot("4")], "rejected": [bot("3")], "id": 7},    # explicit, conversational
+        {"chosen": [user("hi"), bot("hey"), user("2+3?"), bot("5")],                           # implicit prompt
+         "rejected": [user("hi"), bot("hey"), user("2+3?"), bot("6")]},
+        {"chosen": [user("a"), bot("x")], "rejected": [user("b"), bot("y")]},                  # different prompts
+        {"prompt": "q", "chosen": [user("q"), bot("x")], "rejected": [user("other"), bot("y")]},
+        {"prompt": "q", "chosen": [user("q")], "rejected": "y"},                               # no assistant reply
+        {"chosen": "plain string", "rejected": "no prompt anywhere"},
+    ]
+    path = tmp_path / "trl.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    items = list(read_prompts(str(path)))
+    explicit, conversational, implicit = items[:3]
+    assert explicit.messages == [user("2+2?")] and explicit.completions == ["4", "5"]
+    assert explicit.meta["human_choice"] == 0
+    assert conversational.completions == ["4", "3"] and conversational.meta["id"] == 7
+    assert implicit.messages == [user("hi"), bot("hey"), user("2+3?")] and implicit.completions == ["5", "6"]
+    assert [q.reason for q in items[3:]] == ["transcript_mismatch", "transcript_mismatch", "wrong_type", "missing_prompt"]

@@ -45,3 +45,13 @@ def test_schema_round_trip_and_bad_rows(tmp_path):
         to_table([{k: v for k, v in row.items() if k != "chosen"}], PREFERENCES)
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
         to_table([dict(row, n_votes="two")], PREFERENCES)
+
+
+def test_shards_of_an_old_plan_are_removed(tmp_path):
+    store = ShardStore(tmp_path, "fp1")
+    for i, sid in enumerate(["a", "b", "c"]):
+        store.write_shard(sid, i, {"samples": to_table(sample_rows(2, sid), SAMPLES)}, {})
+    store.forget_other_shards({"a", "b2"})             # the input changed: shard 1 differs, shard 2 is gone
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["shard-00000.parquet"]
+    reopened = ShardStore(tmp_path, "fp1")
+    assert set(reopened.manifest["shards"]) == {"a"} and reopened.read_table("samples").num_rows == 2
