@@ -113,6 +113,27 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> 
     return tables, counts
 
 
+def label_shards(todo: list[Shard], cfg: LabelConfig, store: ShardStore, metrics: MetricsLog) -> None:
+    """Run every unfinished shard on one set of workers, writing each as soon as it is done."""
+    needs_sampler = any(r.completions is None for s in todo for r in s.rows)
+    with workers(cfg, needs_sampler) as (sampler, jury):
+        bar = progress(total=sum(len(s.rows) for s in todo), desc="labelling prompts", unit="prompt",
+                       enabled=cfg.progress)
+        totals: dict = {}
+        for shard in todo:
+            start = time.perf_counter()
+            tables, counts = label_shard(shard, sampler, jury, cfg)
+            store.write_shard(shard.shard_id, shard.index, tables, counts)
+            seconds = time.perf_counter() - start
+            bar.update(len(shard.rows))
+            totals = {k: totals.get(k, 0) + counts[k] for k in ("preferences", "ties", "failed_pairs")}
+            bar.set_postfix(totals)
+            metrics.log({"event": "shard", "shard": shard.index, "seconds": round(seconds, 3),
+                         "labels_per_s": round(counts["judgments"] / seconds, 3) if seconds else None,
+                         **{k: v for k, v in counts.items() if k not in ("judges", "judge_agreement", "sampling_errors")}})
+        bar.close()
+
+
 def run_label(cfg: LabelConfig) -> dict:
     """The whole job; returns the summary that is also written to summary.json."""
     preflight(cfg)
@@ -127,20 +148,7 @@ def run_label(cfg: LabelConfig) -> dict:
     metrics.log({"event": "start", "prompts": len(rows), "quarantined": len(quarantined),
                  "shards": len(shards), "shards_to_run": len(todo)})
     if todo:
-        needs_sampler = any(r.completions is None for s in todo for r in s.rows)
-        with workers(cfg, needs_sampler) as (sampler, jury):
-            bar = progress(total=sum(len(s.rows) for s in todo), desc="labelling prompts", unit="prompt",
-                           enabled=cfg.progress)
-            for shard in todo:
-                start = time.perf_counter()
-                tables, counts = label_shard(shard, sampler, jury, cfg)
-                store.write_shard(shard.shard_id, shard.index, tables, counts)
-                seconds = time.perf_counter() - start
-                bar.update(len(shard.rows))
-                metrics.log({"event": "shard", "shard": shard.index, "seconds": round(seconds, 3),
-                             "labels_per_s": round(counts["judgments"] / seconds, 3) if seconds else None,
-                             **{k: v for k, v in counts.items() if k not in ("judges", "judge_agreement", "sampling_errors")}})
-            bar.close()
+        label_shards(todo, cfg, store, metrics)
     write_quarantine(out / "quarantine.jsonl", quarantined, store, shards)
     summary = summarise(cfg, store, shards, quarantined, n_read, skipped=len(shards) - len(todo))
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
