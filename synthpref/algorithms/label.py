@@ -45,70 +45,83 @@ def workers(cfg: LabelConfig, needs_sampler: bool):
             ray.shutdown()
 
 
-def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> tuple[dict, dict]:
-    """One shard: its samples, judgments and preferences tables, and its counts."""
-    samples = []
+def sample_shard(shard: Shard, sampler, cfg: LabelConfig) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Every prompt's completions (ready ones, or k sampled), in prompt order, and sampling errors."""
+    samples = [s for row in shard.rows if row.completions is not None
+               for s in given_samples(row.prompt_id, row.completions)]
     to_sample = [r for r in shard.rows if r.completions is None]
-    for row in shard.rows:
-        if row.completions is not None:
-            samples.extend(given_samples(row.prompt_id, row.completions))
-    sampling_errors = []
+    errors: list[dict] = []
     if to_sample:
         p = cfg.policy
-        sampled, sampling_errors = sampler.sample(to_sample, p.samples_per_prompt, p.max_tokens, p.temperature,
-                                                  p.top_p, cfg.seed, on_done=on_done)
+        sampled, errors = sampler.sample(to_sample, p.samples_per_prompt, p.max_tokens, p.temperature, p.top_p,
+                                         cfg.seed)
         source_of = {r.prompt_id: r.source for r in to_sample}
-        for error in sampling_errors:
+        for error in errors:
             error["source"] = source_of[error["prompt_id"]]
         samples.extend(sampled)
-    order = [r.prompt_id for r in shard.rows]
-    samples_of = group_by_prompt(samples, order)
-    samples = [s for pid in order for s in samples_of[pid]]
+    return group_by_prompt(samples, [r.prompt_id for r in shard.rows]), errors
+
+
+def judge_pairwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfig, counts: dict) -> tuple[list, list, dict]:
+    """Pair each prompt's completions, judge every pair (both orders, every judge), keep the decided ones."""
+    pairs, counts["identical_pairs"] = make_pairs(samples_of, cfg.judging.max_pairs_per_prompt)
+    rows, decisions, stats = jury.judge_pairs(pairs, conversations)
+    counts["pairs"] = len(pairs)
+    judges, prefs = jury.describe(), []
+    for pair in pairs:
+        decision, votes = decisions[pair.pair_id]
+        if decision.consistent is not None:
+            counts["checked_pairs"] += 1
+            counts["consistent_pairs"] += int(decision.consistent)
+        if decision.winner == FAILED:
+            counts["failed_pairs"] += 1
+        elif decision.winner == TIE:
+            counts["ties"] += 1
+        else:
+            prefs.append(preference_row(cfg, pair, decision, votes, conversations[pair.prompt_id], judges))
+    return rows, prefs, stats
+
+
+def judge_pointwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfig, counts: dict) -> tuple[list, list, dict]:
+    """Score every completion with every judge; each prompt's best vs worst becomes a preference."""
+    rows, choices, stats = jury.score_samples(samples_of, conversations)
+    judges, prefs = jury.describe(), []
+    for pid, samples in samples_of.items():
+        if len(samples) < 2:
+            continue
+        counts["pairs"] += 1
+        choice = choices[pid]
+        if choice.outcome == FAILED:
+            counts["failed_pairs"] += 1
+        elif choice.outcome == TIE:
+            counts["ties"] += 1
+        else:
+            by_id = {s["sample_id"]: s for s in samples}
+            prefs.append(preference_row(cfg, None, choice, None, conversations[pid], judges,
+                                        chosen=by_id[choice.best], rejected=by_id[choice.worst]))
+    return rows, prefs, stats
+
+
+def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig) -> tuple[dict, dict]:
+    """One shard: sample, judge, decide. Returns its four tables and its counts."""
+    samples_of, sampling_errors = sample_shard(shard, sampler, cfg)
+    samples = [s for group in samples_of.values() for s in group]
     conversations = {r.prompt_id: r.messages for r in shard.rows}
-    judges = jury.describe()
     counts = {"prompts": len(shard.rows), "samples": len(samples), "sampling_errors": sampling_errors,
-              "pairs": 0, "identical_pairs": 0, "preferences": 0, "ties": 0, "failed_pairs": 0,
-              "consistent_pairs": 0, "checked_pairs": 0}
-    prefs = []
-    if cfg.judging.mode == "pairwise":
-        pairs, counts["identical_pairs"] = make_pairs(samples_of, cfg.judging.max_pairs_per_prompt)
-        rows, decisions, judge_stats = jury.judge_pairs(pairs, conversations, on_done)
-        counts["pairs"] = len(pairs)
-        for pair in pairs:
-            decision, votes = decisions[pair.pair_id]
-            if decision.consistent is not None:
-                counts["checked_pairs"] += 1
-                counts["consistent_pairs"] += int(decision.consistent)
-            if decision.winner == FAILED:
-                counts["failed_pairs"] += 1
-            elif decision.winner == TIE:
-                counts["ties"] += 1
-            else:
-                prefs.append(preference_row(cfg, pair, decision, votes, conversations[pair.prompt_id], judges))
-    else:
-        rows, choices, judge_stats = jury.score_samples(samples_of, conversations, on_done)
-        by_id = {s["sample_id"]: s for s in samples}
-        for pid in order:
-            if len(samples_of[pid]) < 2:
-                continue
-            counts["pairs"] += 1
-            choice = choices[pid]
-            if choice.outcome == FAILED:
-                counts["failed_pairs"] += 1
-            elif choice.outcome == TIE:
-                counts["ties"] += 1
-            else:
-                prefs.append(preference_row(cfg, None, choice, None, conversations[pid], judges,
-                                            chosen=by_id[choice.best], rejected=by_id[choice.worst]))
-    counts["preferences"] = len(prefs)
-    counts["judgments"] = len(rows)
-    counts["failed_verdicts"] = sum(1 for r in rows if r["verdict"] == FAILED)
-    counts["prompt_tokens"] = sum(r["prompt_tokens"] or 0 for r in rows)
-    counts["completion_tokens"] = sum(r["completion_tokens"] or 0 for r in rows)
-    counts["judges"] = judge_stats["judges"]
-    counts["judge_agreement"] = judge_stats["agreement"]
-    counts["chosen_longer"] = sum(1 for p in prefs if p["length_delta"] > 0)
-    tables = {"prompts": to_table([prompt_row(r) for r in shard.rows], PROMPTS), "samples": to_table(samples, SAMPLES), "judgments": to_table(rows, JUDGMENTS),
+              "pairs": 0, "identical_pairs": 0, "ties": 0, "failed_pairs": 0, "consistent_pairs": 0,
+              "checked_pairs": 0}
+    judge = judge_pairwise if cfg.judging.mode == "pairwise" else judge_pointwise
+    rows, prefs, stats = judge(samples_of, conversations, jury, cfg, counts)
+    counts.update({
+        "preferences": len(prefs), "judgments": len(rows),
+        "failed_verdicts": sum(1 for r in rows if r["verdict"] == FAILED),
+        "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in rows),
+        "completion_tokens": sum(r["completion_tokens"] or 0 for r in rows),
+        "chosen_longer": sum(1 for p in prefs if p["length_delta"] > 0),
+        "judges": stats["judges"], "judge_agreement": stats["agreement"],
+    })
+    tables = {"prompts": to_table([prompt_row(r) for r in shard.rows], PROMPTS),
+              "samples": to_table(samples, SAMPLES), "judgments": to_table(rows, JUDGMENTS),
               "preferences": to_table(prefs, PREFERENCES)}
     return tables, counts
 

@@ -18,8 +18,8 @@ from typing import Callable
 
 from synthpref.config import ConfigError, JudgeConfig
 from synthpref.judging import templates
-from synthpref.judging.verdicts import (FAILED, FIRST, SECOND, TIE, VerdictParseError, parse_pairwise_text,
-                                        parse_score_text, sigmoid, verdict_from_p)
+from synthpref.judging.verdicts import (FAILED, FIRST, SECOND, TIE, VerdictParseError, label_probs,
+                                        parse_pairwise_text, parse_score_text, sigmoid, verdict_from_p)
 
 Progress = Callable[[int], None] | None
 CHOICE_SPELLINGS = lambda label: [label, " " + label]  # noqa: E731  the verdict token with or without a space
@@ -59,7 +59,14 @@ class VLLMJudge:
         if self.cfg.verdict == "logprob":
             choices = {label: CHOICE_SPELLINGS(label) for label in self.template.choices}
             reqs = [{"messages": m, "choices": choices} for m in messages]
-            return self.group.map("choice_probs", reqs, self.cfg.chunk_size, on_done)
+            outputs = self.group.map("choice_logprobs", reqs, self.cfg.chunk_size, on_done)
+            for out in outputs:
+                if "logprobs" in out:
+                    try:
+                        out["probs"] = label_probs(out["logprobs"])
+                    except ValueError:
+                        out["error"] = f"no probability on any of the choice tokens {self.template.choices}"
+            return outputs
         reqs = [{"messages": m, "max_tokens": self.cfg.max_tokens, "temperature": 0.0} for m in messages]
         return self.group.map("generate", reqs, self.cfg.chunk_size, on_done)
 

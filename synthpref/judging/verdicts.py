@@ -50,6 +50,20 @@ def normalise(logprobs: dict[str, float]) -> dict[str, float]:
     return {k: m / total for k, m in mass.items()}
 
 
+def label_probs(logprobs: dict[str, list[float]]) -> dict[str, float]:
+    """Per-label token logprobs (e.g. "A" and " A") -> P(label) renormalised over the labels: the
+    probability mass of each label's spellings, then a softmax over labels."""
+    merged = {}
+    for label, values in logprobs.items():
+        finite = [v for v in values if v is not None and v > -math.inf]
+        if finite:
+            top = max(finite)
+            merged[label] = top + math.log(sum(math.exp(v - top) for v in finite))
+        else:
+            merged[label] = -math.inf
+    return normalise(merged)
+
+
 def verdict_from_p(p_first: float, tie_margin: float = 0.0) -> str:
     """P(first is better) -> A, B or TIE (within `tie_margin` of 0.5)."""
     if abs(p_first - 0.5) <= tie_margin:

@@ -8,7 +8,6 @@ was given (vLLM's default put every engine on core 0).
 from __future__ import annotations
 
 import gc
-import math
 import os
 import time
 from typing import Any
@@ -115,44 +114,37 @@ class EngineActor:
                           "prompt_tokens": len(out.prompt_token_ids), "latency_s": latency}
         return results
 
-    def choice_probs(self, requests: list[dict]) -> list[dict]:
-        """P(each choice) from one prefill and one token.
+    def choice_logprobs(self, requests: list[dict]) -> list[dict]:
+        """Next-token logprobs of each choice's tokens: one prefill, one token.
 
         Each request: messages, choices = {label: [strings]} (e.g. {"A": ["A", " A"], "B": [...]}).
-        vLLM returns the raw next-token logprob of exactly the choice tokens (`logprob_token_ids`);
-        probabilities are summed per label and renormalised over the labels. `raw` is the argmax token.
+        vLLM returns the raw logprob of exactly these tokens (`logprob_token_ids`); the result maps each
+        label to the logprobs of its single-token spellings. `raw` is the argmax token.
         """
         from vllm import SamplingParams
 
         self.served += len(requests)
         prompts, index, results = self._prepare(requests, [1] * len(requests))
-        params = []
-        token_maps = {}
-        for i in index:
+        batch, params, token_maps = [], [], {}
+        for prompt, i in zip(prompts, index):
             token_map = {label: self.single_token_ids(strings) for label, strings in requests[i]["choices"].items()}
             missing = [label for label, ids in token_map.items() if not ids]
             if missing:
                 results[i] = {"error": f"choices {missing} have no single-token encoding in this tokenizer"}
                 continue
             token_maps[i] = token_map
-            allowed = sorted({t for ids in token_map.values() for t in ids})
-            params.append((i, SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=allowed)))
-        keep = [k for k, i in enumerate(index) if i in token_maps]
-        batch = [prompts[k] for k in keep]
+            batch.append(prompt)
+            params.append(SamplingParams(max_tokens=1, temperature=0.0,
+                                         logprob_token_ids=sorted({t for ids in token_map.values() for t in ids})))
         start = time.perf_counter()
-        outputs = self.llm.generate(batch, [p for _, p in params], use_tqdm=False) if batch else []
+        outputs = self.llm.generate(batch, params, use_tqdm=False) if batch else []
         latency = (time.perf_counter() - start) / max(1, len(batch))
-        for (i, _), out in zip(params, outputs):
+        for i, out in zip(token_maps, outputs):
             comp = out.outputs[0]
             top = comp.logprobs[0] if comp.logprobs else {}
-            mass = {label: sum(math.exp(top[t].logprob) for t in ids if t in top and top[t].logprob > -math.inf)
-                    for label, ids in token_maps[i].items()}
-            total = sum(mass.values())
-            if total <= 0:
-                results[i] = {"error": "no probability mass on the choice tokens", "raw": comp.text}
-                continue
-            results[i] = {"probs": {label: m / total for label, m in mass.items()}, "raw": comp.text,
-                          "prompt_tokens": len(out.prompt_token_ids), "completion_tokens": 1,
+            results[i] = {"logprobs": {label: [top[t].logprob for t in ids if t in top]
+                                       for label, ids in token_maps[i].items()},
+                          "raw": comp.text, "prompt_tokens": len(out.prompt_token_ids), "completion_tokens": 1,
                           "latency_s": latency}
         return results
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from synthpref.judging.verdicts import (VerdictParseError, normalise, p_from_verdict, parse_pairwise_text,
+from synthpref.judging.verdicts import (VerdictParseError, label_probs, normalise, p_from_verdict, parse_pairwise_text,
                                         parse_score_text, sigmoid, verdict_from_p)
 
 
@@ -50,3 +50,12 @@ def test_verdict_from_p_and_back():
     assert [p_from_verdict(v) for v in ("A", "B", "TIE", "FAILED")] == [1.0, 0.0, 0.5, None]
     assert sigmoid(0) == 0.5
     assert sigmoid(-800) == pytest.approx(0.0) and sigmoid(800) == pytest.approx(1.0)
+
+
+def test_label_probs_sum_spellings_then_renormalise():
+    # P("A") = 0.2, P(" A") = 0.1, P("B") = 0.1, P(" B") missing -> A: 0.3 / 0.4 = 0.75
+    probs = label_probs({"A": [math.log(0.2), math.log(0.1)], "B": [math.log(0.1)]})
+    assert probs["A"] == pytest.approx(0.75) and probs["B"] == pytest.approx(0.25)
+    assert label_probs({"A": [math.log(0.5)], "B": []}) == {"A": 1.0, "B": 0.0}
+    with pytest.raises(ValueError):
+        label_probs({"A": [], "B": [-math.inf]})
