@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from synthpref.config import ConfigError, LabelConfig, describe_keys, load_config, validate_label_config
+from synthpref.data.shards import FingerprintMismatch
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             path = build_tiny_model(args.out, seed=args.seed, hidden_size=args.hidden_size,
                                     num_layers=args.layers, num_heads=args.heads)
             print(f"tiny model written to {path}")
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, FingerprintMismatch) as exc:
         print(f"synthpref: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -60,7 +60,9 @@ class ShardStore:
     def _load_manifest(self) -> dict:
         path = self.root / self.MANIFEST
         if not path.exists():
-            return {"fingerprint": self.fingerprint, "shards": {}}
+            self.manifest = {"fingerprint": self.fingerprint, "shards": {}}
+            self._save_manifest()                   # claims the directory for this config at once
+            return self.manifest
         manifest = json.loads(path.read_text())
         if manifest.get("fingerprint") != self.fingerprint:
             raise FingerprintMismatch(

@@ -19,6 +19,15 @@ def load_tokenizer(name_or_path: str):
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of `messages` rendered by the chat template, ready for the assistant's turn."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    """Token ids of `messages` rendered by the chat template, ready for the assistant's turn.
+
+    Some templates (e.g. Gemma's) reject a system turn; then the system text is put at the top of the
+    first user turn instead, the usual workaround, rather than failing every judge prompt."""
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception:
+        if not messages or messages[0]["role"] != "system" or len(messages) < 2 or messages[1]["role"] != "user":
+            raise
+        merged = {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}
+        text = tokenizer.apply_chat_template([merged, *messages[2:]], add_generation_prompt=True, tokenize=False)
     return tokenizer.encode(text, add_special_tokens=False)

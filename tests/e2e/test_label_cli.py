@@ -194,3 +194,14 @@ def test_pointwise_best_vs_worst(tmp_path):
         assert p["score_chosen"] == -(i + 1) and p["position_consistent"] is None
     judgments = pq.read_table(out / "judgments").to_pylist()
     assert {j["order"] for j in judgments} == {"point"}
+
+
+def test_a_changed_config_in_the_same_output_dir_is_refused(tmp_path):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "q", "completions": ["a", "bb"]}) + "\n")
+    config = {"output_dir": str(tmp_path / "out"), "data": {"path": str(tmp_path / "p.jsonl")},
+              "judging": {"judges": [function_judge()]}}
+    run_label(config, tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "synthpref.cli", "label", "--config", str(tmp_path / "job.yaml"),
+                           "judging.both_orders=false"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "another config" in proc.stderr and "Traceback" not in proc.stderr

@@ -25,3 +25,15 @@ def test_head_dim_below_32_is_refused(tmp_path):
     import pytest
     with pytest.raises(ValueError, match="head_dim 16"):
         build_tiny_model(tmp_path / "x", hidden_size=64, num_heads=4)
+
+
+def test_templates_without_a_system_role_get_it_merged_into_the_first_user_turn(tmp_path):
+    from transformers import AutoTokenizer
+
+    path = build_tiny_model(tmp_path / "m", seed=1, hidden_size=64, num_heads=2, num_layers=1)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n"
+                         "{% endfor %}<|assistant|>\n")
+    ids = chat_prompt_ids(tok, [{"role": "system", "content": "Be fair."}, {"role": "user", "content": "A or B?"}])
+    assert tok.decode(ids).startswith("<|user|>\nBe fair.\n\nA or B?<|end|>\n<|assistant|>")
