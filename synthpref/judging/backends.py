@@ -75,44 +75,40 @@ class VLLMJudge:
                 "prompt_tokens": out.get("prompt_tokens"),
                 "completion_tokens": out.get("completion_tokens", out.get("n_tokens"))}
 
+    def _pair_fields(self, out: dict) -> dict:
+        if "error" in out:
+            return {"verdict": FAILED, "error": out["error"]}
+        if self.cfg.verdict == "logprob":
+            p_first = out["probs"][self.template.choices[0]]
+            return {"verdict": verdict_from_p(p_first, self.tie_margin), "p_first": p_first}
+        try:
+            verdict, rationale = parse_pairwise_text(out["text"])
+            return {"verdict": verdict, "rationale": rationale or None}
+        except VerdictParseError as exc:
+            return {"verdict": FAILED, "error": f"unparseable verdict: {exc}"}
+
+    def _score_fields(self, out: dict) -> dict:
+        if "error" in out:
+            return {"verdict": FAILED, "error": out["error"]}
+        if self.cfg.verdict == "logprob":
+            return {"verdict": "SCORE", "score": out["probs"][self.template.choices[0]]}
+        try:
+            value, rationale = parse_score_text(out["text"])
+            return {"verdict": "SCORE", "score": value, "rationale": rationale or None}
+        except VerdictParseError as exc:
+            return {"verdict": FAILED, "error": f"unparseable rating: {exc}"}
+
     def judge_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> list[dict]:
         messages = [templates.pairwise_messages(self.template, r.conversation, r.first, r.second, self.cfg.rationale)
                     for r in requests]
-        rows = []
-        for r, out in zip(requests, self._run(messages, on_done)):
-            row = lambda verdict, **kw: judgment_row(self.id, self.template_hash, r.pair_id, r.order, verdict,  # noqa: E731
-                                                     **{**self._common(out), **kw})
-            if "error" in out:
-                rows.append(row(FAILED, error=out["error"]))
-            elif self.cfg.verdict == "logprob":
-                p_first = out["probs"][self.template.choices[0]]
-                rows.append(row(verdict_from_p(p_first, self.tie_margin), p_first=p_first))
-            else:
-                try:
-                    verdict, rationale = parse_pairwise_text(out["text"])
-                    rows.append(row(verdict, rationale=rationale or None))
-                except VerdictParseError as exc:
-                    rows.append(row(FAILED, error=f"unparseable verdict: {exc}"))
-        return rows
+        return [judgment_row(self.id, self.template_hash, r.pair_id, r.order, **self._common(out), **self._pair_fields(out))
+                for r, out in zip(requests, self._run(messages, on_done))]
 
     def score(self, requests: list[PointRequest], on_done: Progress = None) -> list[dict]:
         messages = [templates.pointwise_messages(self.template, r.conversation, r.response, self.cfg.rationale)
                     for r in requests]
-        rows = []
-        for r, out in zip(requests, self._run(messages, on_done)):
-            row = lambda verdict, **kw: judgment_row(self.id, self.template_hash, r.pair_id, "point", verdict,  # noqa: E731
-                                                     **{**self._common(out), **kw})
-            if "error" in out:
-                rows.append(row(FAILED, error=out["error"]))
-            elif self.cfg.verdict == "logprob":
-                rows.append(row("SCORE", score=out["probs"][self.template.choices[0]]))
-            else:
-                try:
-                    value, rationale = parse_score_text(out["text"])
-                    rows.append(row("SCORE", score=value, rationale=rationale or None))
-                except VerdictParseError as exc:
-                    rows.append(row(FAILED, error=f"unparseable rating: {exc}"))
-        return rows
+        return [judgment_row(self.id, self.template_hash, r.pair_id, "point", **self._common(out), **self._score_fields(out))
+                for r, out in zip(requests, self._run(messages, on_done))]
 
 
 def load_function(spec: str) -> Callable:
