@@ -78,7 +78,11 @@ def row_from_record(record: object, source: str) -> Item:
         if len(completions) < 2:
             return Quarantined(source, "too_few_completions", f"{len(completions)} completion(s) given", raw)
     meta = {k: v for k, v in record.items() if k not in ("prompt", "messages", "completions")}
-    return PromptRow(content_id(messages, completions), messages, source, meta, completions)
+    try:
+        prompt_id = content_id(messages, completions)
+    except UnicodeEncodeError as exc:        # e.g. a lone surrogate from a "\ud800" JSON escape
+        return Quarantined(source, "bad_utf8", f"text cannot be encoded as UTF-8: {exc}", raw)
+    return PromptRow(prompt_id, messages, source, meta, completions)
 
 
 def _check_messages(messages: object) -> str:
@@ -96,7 +100,7 @@ def _check_messages(messages: object) -> str:
 
 def _preview(record: object) -> str:
     try:
-        return json.dumps(record, ensure_ascii=False, default=str)[:2000]
+        return json.dumps(record, ensure_ascii=True, default=str)[:2000]
     except (TypeError, ValueError):
         return repr(record)[:2000]
 
@@ -108,7 +112,7 @@ def read_jsonl(path: Path) -> Iterator[Item]:
             if not line.strip():
                 continue
             try:
-                text = line.decode("utf-8")
+                text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")   # tolerate a byte-order mark
             except UnicodeDecodeError as exc:
                 yield Quarantined(source, "bad_utf8", str(exc), line[:2000].decode("utf-8", "replace"))
                 continue

@@ -16,6 +16,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temp file ordinary permissions (mkstemp makes it 0600), then rename it into place."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -24,7 +36,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -37,7 +49,7 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -56,6 +68,7 @@ class ShardStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.fingerprint = fingerprint
         self.manifest = self._load_manifest()
+        self._remove_unrecorded()
 
     def _load_manifest(self) -> dict:
         path = self.root / self.MANIFEST
@@ -69,6 +82,16 @@ class ShardStore:
                 f"{self.root} holds shards of a job with another config (fingerprint "
                 f"{manifest.get('fingerprint')} != {self.fingerprint}); use a new output_dir or remove it")
         return manifest
+
+    def _remove_unrecorded(self) -> None:
+        """Shard files no manifest entry lists (a crash between rename and manifest) are removed, so
+        that `table/*.parquet` holds exactly the recorded shards."""
+        recorded = {rel for entry in self.manifest["shards"].values() for rel in entry["files"]}
+        for path in self.root.glob("*/shard-*.parquet"):
+            if str(path.relative_to(self.root)) not in recorded:
+                path.unlink()
+        for tmp in self.root.glob("*/.shard-*.tmp"):
+            tmp.unlink()
 
     def shard_path(self, table: str, index: int) -> Path:
         return self.root / table / f"shard-{index:05d}.parquet"

@@ -48,6 +48,8 @@ def combine_orders(judge_id: str, ab: dict | None, ba: dict | None, rule: str, t
         winner = verdict_from_p(p_a, tie_margin)
     elif rule == "consistent":
         winner = winner_ab if consistent else TIE
+        if not consistent:
+            p_a = 0.5                        # no preference survives the order swap
     else:
         raise ValueError(f"unknown order rule {rule!r}")
     return Vote(judge_id, winner, p_a, consistent)
@@ -64,20 +66,26 @@ class Decision:
 
 
 def jury(votes: list[Vote], rule: str, weights: dict[str, float] | None = None, tie_margin: float = 0.0) -> Decision:
+    """One decision from the judges' votes. Vote rules take the plurality over A, B and TIE (a tie for
+    the top is a TIE), so one judge's opinion does not outvote judges that found no preference; their
+    `p_a` is the (weighted) share of A among the A and B votes, so it always sides with the winner."""
     valid = [v for v in votes if v.winner != FAILED]
     if not valid:
         return Decision(FAILED, None, None, 0, None, None)
-    p_a = sum(v.p_a for v in valid) / len(valid)
     if rule == "mean_prob":
+        p_a = sum(v.p_a for v in valid) / len(valid)
         winner = verdict_from_p(p_a, tie_margin)
-        confidence = max(p_a, 1 - p_a) if winner != TIE else 0.5
+        confidence = max(p_a, 1 - p_a)
     elif rule in ("majority", "weighted"):
         weight = (lambda v: weights.get(v.judge_id, 1.0)) if rule == "weighted" and weights else (lambda v: 1.0)
-        for_a = sum(weight(v) for v in valid if v.winner == FIRST)
-        for_b = sum(weight(v) for v in valid if v.winner == SECOND)
-        total = sum(weight(v) for v in valid)
-        winner = FIRST if for_a > for_b else SECOND if for_b > for_a else TIE
-        confidence = (max(for_a, for_b) / total) if total > 0 and winner != TIE else None
+        tally = {side: sum(weight(v) for v in valid if v.winner == side) for side in (FIRST, SECOND, TIE)}
+        top = max(tally.values())
+        leaders = [side for side, w in tally.items() if w == top]
+        winner = leaders[0] if len(leaders) == 1 else TIE
+        decided = tally[FIRST] + tally[SECOND]
+        p_a = tally[FIRST] / decided if decided > 0 else 0.5
+        total = sum(tally.values())
+        confidence = tally[winner] / total if total > 0 else None
     else:
         raise ValueError(f"unknown jury rule {rule!r}")
     agreement = sum(1 for v in valid if v.winner == winner) / len(valid)
@@ -97,19 +105,28 @@ class PointChoice:
     agreement: float | None      # share of judges that themselves rank best above worst
 
 
+def _min_max(scores: dict[str, float]) -> dict[str, float]:
+    low, high = min(scores.values()), max(scores.values())
+    return {x: (v - low) / (high - low) if high > low else 0.5 for x, v in scores.items()}
+
+
 def pointwise_choice(sample_ids: list[str], scores: dict[str, dict[str, float | None]],
                      weights: dict[str, float] | None = None) -> PointChoice:
-    """Best vs worst by the (weighted) mean score over judges. A judge that failed on any of this
-    prompt's samples is left out for the prompt; equal best and worst is a tie."""
+    """Best vs worst by the (weighted) mean score over judges. With one judge its own scores count; with
+    several, each judge's scores for the prompt are first min-max scaled to [0, 1], so a 1-10 rating
+    and a P(Yes) weigh alike. A judge that failed on any of the prompt's samples is left out for the
+    prompt; equal best and worst is a tie."""
     judges = [j for j, s in scores.items() if all(s.get(x) is not None for x in sample_ids)]
     if not judges or len(sample_ids) < 2:
         return PointChoice(None, None, None, None, FAILED, 0, None)
+    own = {j: {x: scores[j][x] for x in sample_ids} for j in judges}
+    scaled = own if len(judges) == 1 else {j: _min_max(own[j]) for j in judges}
     w = {j: (weights or {}).get(j, 1.0) for j in judges}
     total = sum(w.values()) or float(len(judges))
-    combined = {x: sum(w[j] * scores[j][x] for j in judges) / total for x in sample_ids}
+    combined = {x: sum(w[j] * scaled[j][x] for j in judges) / total for x in sample_ids}
     best = max(sample_ids, key=lambda x: combined[x])
     worst = min(sample_ids, key=lambda x: combined[x])
     if combined[best] == combined[worst]:
         return PointChoice(None, None, combined[best], combined[worst], TIE, len(judges), None)
-    agree = sum(1 for j in judges if scores[j][best] > scores[j][worst]) / len(judges)
+    agree = sum(1 for j in judges if own[j][best] > own[j][worst]) / len(judges)
     return PointChoice(best, worst, combined[best], combined[worst], "CHOSEN", len(judges), agree)

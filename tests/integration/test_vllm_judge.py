@@ -63,8 +63,9 @@ def test_jury_of_three_catches_the_position_biased_judges(judge_group, first_jud
     for pair in pairs:
         decision, votes = decisions[pair.pair_id]
         assert [v.winner for v in votes] == ["TIE", "TIE", "A"]
-        assert decision.winner == "A" and decision.n_votes == 3
-        assert decision.agreement == pytest.approx(1 / 3)
+        assert [v.p_a for v in votes[:2]] == [0.5, 0.5]     # flipped votes carry no preference
+        assert decision.winner == "TIE" and decision.n_votes == 3   # two no-preference votes outvote one
+        assert decision.agreement == pytest.approx(2 / 3)
         assert decision.consistent is False
     assert stats["judges"]["first-logprob"]["flips"] == 3 and stats["judges"]["first-logprob"]["both_orders"] == 3
     assert stats["judges"]["longer"]["flips"] == 0

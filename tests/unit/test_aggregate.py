@@ -71,13 +71,39 @@ def test_mean_prob_jury_and_ties():
 
 
 def test_pointwise_best_vs_worst():
-    scores = {"j1": {"x": 0.9, "y": 0.1, "z": 0.5}, "j2": {"x": 0.2, "y": 0.4, "z": 0.3}}
+    # one judge: its own scores
+    c = pointwise_choice(["x", "y", "z"], {"j1": {"x": 0.9, "y": 0.1, "z": 0.5}})
+    assert (c.best, c.worst, c.score_best, c.score_worst) == ("x", "y", 0.9, 0.1)
+    # two judges on different scales: each is min-max scaled first
+    # j1: x 1, y 0, z .5;  j2 (1-10 rating): x 1, y 0, z 4/6  ->  x 1, y 0, z 0.5833
+    scores = {"j1": {"x": 0.9, "y": 0.1, "z": 0.5}, "j2": {"x": 8.0, "y": 2.0, "z": 6.0}}
     c = pointwise_choice(["x", "y", "z"], scores)
-    # means: x 0.55, y 0.25, z 0.4
     assert (c.best, c.worst, c.outcome) == ("x", "y", "CHOSEN")
-    assert c.score_best == pytest.approx(0.55)
-    assert c.agreement == pytest.approx(0.5)        # j2 ranks y above x
+    assert c.score_best == pytest.approx(1.0) and c.score_worst == pytest.approx(0.0)
+    assert c.agreement == pytest.approx(1.0)
+    opposed = pointwise_choice(["x", "y"], {"text": {"x": 6.0, "y": 5.0}, "logprob": {"x": 0.01, "y": 0.99}})
+    assert opposed.outcome == "TIE"                 # a 1-10 scale does not outweigh a probability
     failed_one = pointwise_choice(["x", "y"], {"j1": {"x": 1.0, "y": None}, "j2": {"x": 2.0, "y": 1.0}})
     assert failed_one.n_votes == 1 and failed_one.best == "x"
     assert pointwise_choice(["x", "y"], {"j1": {"x": 1.0, "y": 1.0}}).outcome == "TIE"
     assert pointwise_choice(["x", "y"], {"j1": {"x": None, "y": 1.0}}).outcome == "FAILED"
+
+
+def test_consistent_rule_gives_a_flipped_vote_no_probability():
+    # position-biased in both orders: a TIE vote, and under a mean_prob jury it must not pick a side
+    vote = combine_orders("j", row("ab", "A", 0.9), row("ba", "A", 0.55), "consistent")
+    assert vote.winner == "TIE" and vote.p_a == 0.5
+    assert jury([vote], "mean_prob").winner == "TIE"
+
+
+def test_vote_rules_score_sides_with_the_winner():
+    d = jury(votes(("A", 0.6, True), ("A", 0.55, True), ("B", 0.01, True)), "majority")
+    assert d.winner == "A" and d.p_a == pytest.approx(2 / 3) and d.confidence == pytest.approx(2 / 3)
+
+
+def test_tie_votes_are_a_side_in_the_plurality():
+    d = jury(votes(("A", 0.9, True), ("TIE", 0.5, False), ("TIE", 0.5, False)), "majority")
+    assert d.winner == "TIE" and d.agreement == pytest.approx(2 / 3)
+    d = jury(votes(("A", 0.9, True), ("A", 0.8, True), ("TIE", 0.5, False)), "majority")
+    assert d.winner == "A" and d.p_a == 1.0
+    assert jury(votes(("A", 0.9, True), ("TIE", 0.5, False)), "majority").winner == "TIE"

@@ -123,3 +123,11 @@ def test_trl_preference_shapes(tmp_path):
     assert conversational.completions == ["4", "3"] and conversational.meta["id"] == 7
     assert implicit.messages == [user("hi"), bot("hey"), user("2+3?")] and implicit.completions == ["5", "6"]
     assert [q.reason for q in items[3:]] == ["transcript_mismatch", "transcript_mismatch", "wrong_type", "missing_prompt"]
+
+
+def test_lone_surrogates_and_byte_order_marks(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "first line after a BOM"}\n{"prompt": "bad \\ud800 text"}\n{"prompt": "ok"}\n')
+    first, bad, ok = list(read_prompts(str(path)))
+    assert isinstance(first, PromptRow) and first.messages[0]["content"] == "first line after a BOM"
+    assert bad.reason == "bad_utf8" and isinstance(ok, PromptRow)

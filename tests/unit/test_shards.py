@@ -55,3 +55,19 @@ def test_shards_of_an_old_plan_are_removed(tmp_path):
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["shard-00000.parquet"]
     reopened = ShardStore(tmp_path, "fp1")
     assert set(reopened.manifest["shards"]) == {"a"} and reopened.read_table("samples").num_rows == 2
+
+
+def test_unrecorded_files_are_removed_and_files_are_readable_by_others(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        store = ShardStore(tmp_path, "fp1")
+        store.write_shard("a", 0, {"samples": to_table(sample_rows(2), SAMPLES)}, {})
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "samples" / "shard-00000.parquet").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "manifest.json").st_mode & 0o777 == 0o644
+    orphan = tmp_path / "samples" / "shard-00007.parquet"       # renamed into place, manifest never saved
+    pq.write_table(to_table(sample_rows(1), SAMPLES), orphan)
+    ShardStore(tmp_path, "fp1")
+    assert not orphan.exists() and (tmp_path / "samples" / "shard-00000.parquet").exists()
