@@ -244,6 +244,21 @@ def validate_label_config(cfg: LabelConfig) -> LabelConfig:
             raise ConfigError(f"{key}.function: expected 'module:function', got {judge.function!r}")
         if judge.weight < 0:
             raise ConfigError(f"{key}.weight: must be >= 0")
+        if judge.chunk_size < 1:
+            raise ConfigError(f"{key}.chunk_size: must be >= 1")
+        if judge.max_tokens < 1:
+            raise ConfigError(f"{key}.max_tokens: must be >= 1")
+    if cfg.judging.jury_rule == "weighted" and sum(j.weight for j in cfg.judging.judges) <= 0:
+        raise ConfigError("judging.judges: jury_rule=weighted needs at least one judge with weight > 0")
+    if cfg.judging.max_pairs_per_prompt is not None and cfg.judging.max_pairs_per_prompt < 1:
+        raise ConfigError("judging.max_pairs_per_prompt: must be >= 1 (or null for all pairs)")
+    if cfg.policy.num_engines < 1:
+        raise ConfigError("policy.num_engines: must be >= 1")
+    if cfg.policy.chunk_size < 1:
+        raise ConfigError("policy.chunk_size: must be >= 1")
+    if not 1 <= cfg.policy.max_tokens < cfg.policy.engine.max_model_len:
+        raise ConfigError(f"policy.max_tokens: must be >= 1 and below policy.engine.max_model_len "
+                          f"({cfg.policy.engine.max_model_len}) to leave room for the prompt")
     if cfg.policy.samples_per_prompt < 2:
         raise ConfigError("policy.samples_per_prompt: need at least 2 completions to make a pair")
     if cfg.data.shard_size < 1:

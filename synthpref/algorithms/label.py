@@ -108,6 +108,7 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig) -> tuple[dict, di
     samples = [s for group in samples_of.values() for s in group]
     conversations = {r.prompt_id: r.messages for r in shard.rows}
     counts = {"prompts": len(shard.rows), "samples": len(samples), "sampling_errors": sampling_errors,
+              "unpaired_prompts": sum(1 for group in samples_of.values() if len(group) < 2),
               "pairs": 0, "identical_pairs": 0, "ties": 0, "failed_pairs": 0, "consistent_pairs": 0,
               "checked_pairs": 0}
     judge = judge_pairwise if cfg.judging.mode == "pairwise" else judge_pointwise

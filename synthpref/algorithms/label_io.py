@@ -35,9 +35,14 @@ def fingerprint(cfg: LabelConfig) -> str:
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node
+    from synthpref.judging.templates import get_template
+
     tree = dataclasses.asdict(cfg)
     for key in ("output_dir", "progress", "ray"):
         tree.pop(key)
+    # a template given as a YAML file may change under the same name: its content hash counts
+    tree["template_hashes"] = [get_template(j.template, cfg.judging.mode, j.verdict).hash
+                               for j in cfg.judging.judges if j.type == "vllm"]
     return content_id(strip(tree))
 
 
@@ -160,7 +165,7 @@ def write_quarantine(path: Path, quarantined: list[Quarantined], store: ShardSto
     atomic_write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
 
 
-_SUMMED = ("prompts", "samples", "pairs", "identical_pairs", "preferences", "ties", "failed_pairs", "judgments",
+_SUMMED = ("prompts", "samples", "unpaired_prompts", "pairs", "identical_pairs", "preferences", "ties", "failed_pairs", "judgments",
            "failed_verdicts", "consistent_pairs", "checked_pairs", "prompt_tokens", "completion_tokens", "chosen_longer")
 
 
@@ -182,8 +187,11 @@ def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quaranti
     for q in quarantined:
         reasons[q.reason] = reasons.get(q.reason, 0) + 1
     n_sampling_errors = len(_sampling_errors(store, shards))
-    counts = {"rows_read": n_read, "prompts": totals["prompts"], "quarantined": len(quarantined) + n_sampling_errors,
-              "samples": totals["samples"], "sampling_errors": n_sampling_errors, "pairs": totals["pairs"],
+    if n_sampling_errors:
+        reasons["sampling_failed"] = n_sampling_errors
+    counts = {"rows_read": n_read, "prompts": totals["prompts"], "quarantined_rows": len(quarantined),
+              "quarantined": len(quarantined) + n_sampling_errors, "samples": totals["samples"],
+              "sampling_errors": n_sampling_errors, "unpaired_prompts": totals["unpaired_prompts"], "pairs": totals["pairs"],
               "identical_pairs": totals["identical_pairs"], "preferences": totals["preferences"],
               "ties": totals["ties"], "failed_pairs": totals["failed_pairs"], "judgments": totals["judgments"],
               "failed_verdicts": totals["failed_verdicts"]}

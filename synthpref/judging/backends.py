@@ -150,6 +150,8 @@ class FunctionJudge:
             if e1 or e2:
                 rows.append(judgment_row(self.id, self.template_hash, r.pair_id, r.order, FAILED,
                                          error=e1 or e2, **common))
+                if on_done:
+                    on_done(1)
                 continue
             p_first = sigmoid(s1 - s2)
             verdict = TIE if s1 == s2 else (FIRST if s1 > s2 else SECOND)

@@ -9,7 +9,7 @@ import json
 
 from synthpref.config import JudgingConfig
 from synthpref.data.pairs import Pair
-from synthpref.judging.aggregate import Decision, PointChoice, combine_orders, jury, pointwise_choice
+from synthpref.judging.aggregate import Decision, PointChoice, Vote, combine_orders, jury, pointwise_choice
 from synthpref.judging.backends import FunctionJudge, PairRequest, PointRequest, VLLMJudge
 from synthpref.judging.verdicts import FAILED
 from synthpref.monitor import bias
@@ -84,7 +84,8 @@ class Jury:
 
     # -- pointwise -------------------------------------------------------------------------------
     def score_samples(self, samples_of: dict[str, list[dict]], conversations: dict[str, list[dict]], on_done=None):
-        """Returns (judgment rows, {prompt_id: PointChoice}, {"judges": per-judge stats, "agreement": {}})."""
+        """Returns (judgment rows, {prompt_id: PointChoice}, {"judges": per-judge stats, "agreement": how often
+        each two judges would pick the same best completion})."""
         requests = [PointRequest(s["sample_id"], conversations[pid], s["text"])
                     for pid, samples in samples_of.items() for s in samples]
         rows, scores = [], {}
@@ -99,12 +100,17 @@ class Jury:
                 if r["verdict"] == FAILED:
                     stats[judge.id]["failed"] += 1
                 else:
-                    bias.add_point(stats[judge.id]["length"], r["score"], length_of[r["pair_id"]])
+                    bias.add_point(stats[judge.id]["score_length"], r["score"], length_of[r["pair_id"]])
         choices: dict[str, PointChoice] = {}
+        agreement: dict = {}
         for pid, samples in samples_of.items():
             ids = [s["sample_id"] for s in samples]
-            choices[pid] = pointwise_choice(ids, {j: {x: scores[j].get(x) for x in ids} for j in scores}, self.weights)
-        return rows, choices, {"judges": stats, "agreement": {}}
+            own = {j: {x: scores[j].get(x) for x in ids} for j in scores}
+            choices[pid] = pointwise_choice(ids, own, self.weights)
+            if len(ids) >= 2:   # two judges agree when they would pick the same best completion
+                bias.add_agreement(agreement, [Vote(j, max(ids, key=s.get) if None not in s.values() else FAILED,
+                                                    None, None) for j, s in own.items()])
+        return rows, choices, {"judges": stats, "agreement": agreement}
 
 
 __all__ = ["Jury", "Decision"]

@@ -38,13 +38,15 @@ def pearson(acc: dict) -> float | None:
 
 
 def new_judge_stats() -> dict:
-    """Per-judge sums: votes, failures, both-order pairs, flips, and corr(P(a better), len a - len b)."""
-    return {"votes": 0, "failed": 0, "both_orders": 0, "flips": 0, "length": new_corr()}
+    """Per-judge sums: votes, failures, both-order pairs, flips; pairwise corr(P(a better), len a - len b)
+    under "length", pointwise corr(score, len) under "score_length"."""
+    return {"votes": 0, "failed": 0, "both_orders": 0, "flips": 0, "length": new_corr(), "score_length": new_corr()}
 
 
 def merge_judge_stats(a: dict, b: dict) -> dict:
     out = {k: a.get(k, 0) + b.get(k, 0) for k in ("votes", "failed", "both_orders", "flips")}
-    out["length"] = merge(a.get("length", new_corr()), b.get("length", new_corr()))
+    for key in ("length", "score_length"):
+        out[key] = merge(a.get(key, new_corr()), b.get(key, new_corr()))
     return out
 
 
@@ -52,7 +54,8 @@ def judge_report(stats: dict) -> dict:
     both = stats["both_orders"]
     return {"votes": stats["votes"], "failed": stats["failed"], "both_order_pairs": both,
             "position_flip_rate": stats["flips"] / both if both else None,
-            "length_correlation": pearson(stats["length"])}
+            "length_correlation": pearson(stats["length"]),
+            "score_length_correlation": pearson(stats["score_length"])}
 
 
 def add_agreement(acc: dict, votes: list) -> None:

@@ -57,7 +57,7 @@ def test_real_hh_rlhf_pairs_with_a_jury(tmp_path, hh_rlhf_path):
                          "judging": {"jury_rule": "majority",
                                      "judges": [function_judge(), function_judge("shorter", "brevity")]}}, tmp_path)
     c = summary["counts"]
-    assert c["rows_read"] == 60 and c["prompts"] + c["quarantined"] == 60
+    assert c["rows_read"] == 60 and c["prompts"] + c["quarantined_rows"] == 60 and c["unpaired_prompts"] == 0
     assert c["pairs"] + c["identical_pairs"] == c["prompts"]
     assert c["preferences"] + c["ties"] + c["failed_pairs"] == c["pairs"]
     assert c["preferences"] == 0                            # opposite judges: every decided pair is a tie
@@ -88,6 +88,8 @@ def test_bad_input_is_quarantined_with_reasons(tmp_path, tiny_model):
     assert [q["reason"] for q in quarantined] == ["malformed_json", "bad_utf8", "wrong_type", "missing_prompt",
                                                   "empty_prompt", "too_few_completions", "duplicate", "prompt_too_long"]
     assert summary["counts"]["quarantined"] == 8 and summary["counts"]["rows_read"] == 12
+    assert summary["counts"]["quarantined_rows"] == 8 and summary["counts"]["sampling_errors"] == 0
+    assert sum(summary["quarantined_by_reason"].values()) == 8
     assert summary["quarantined_by_reason"]["prompt_too_long"] == 1
     assert summary["counts"]["preferences"] == 4
 

@@ -57,6 +57,10 @@ def test_unknown_key_in_file(tmp_path):
     ("judging.judges.1.function=nocolon", "judging.judges.1.function"),
     ("policy.samples_per_prompt=1", "policy.samples_per_prompt"),
     ("judging.tie_margin=0.5", "judging.tie_margin"),
+    ("judging.max_pairs_per_prompt=0", "judging.max_pairs_per_prompt"),
+    ("judging.judges.0.chunk_size=0", "judging.judges.0.chunk_size"),
+    ("policy.num_engines=0", "policy.num_engines"),
+    ("policy.max_tokens=1024", "policy.max_tokens"),
 ])
 def test_cross_field_validation(tmp_path, override, message):
     cfg = load_config(LabelConfig, write(tmp_path, BASE), [override])
@@ -111,3 +115,10 @@ def test_preflight_names_a_judge_model_that_cannot_load(tmp_path):
                                                          "judging.judges.1.function=synthpref.judging.functions:length"])
     with pytest.raises(ConfigError, match="judging.judges.0.model: cannot load a tokenizer"):
         preflight(cfg)
+
+
+def test_weighted_jury_needs_some_weight(tmp_path):
+    cfg = load_config(LabelConfig, write(tmp_path, BASE), ["judging.jury_rule=weighted", "judging.judges.0.weight=0",
+                                                           "judging.judges.1.weight=0"])
+    with pytest.raises(ConfigError, match="weight > 0"):
+        validate_label_config(cfg)

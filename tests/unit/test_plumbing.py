@@ -32,3 +32,20 @@ def test_pairs_skip_identical_texts_and_cap():
     capped, _ = make_pairs({"p": s}, max_pairs_per_prompt=2)
     assert [(p.a["sample_id"], p.b["sample_id"]) for p in capped] == [("0", "1"), ("0", "3")]
     assert pairs[0].length_delta == 0
+
+
+def test_pointwise_jury_of_function_judges_reports_agreement():
+    from synthpref.config import JudgeConfig, JudgingConfig
+    from synthpref.judging.jury import Jury
+
+    fn = "synthpref.judging.functions:"
+    jury = Jury(JudgingConfig(mode="pointwise", judges=[JudgeConfig(id="long", type="function", function=fn + "length"),
+                                                        JudgeConfig(id="short", type="function", function=fn + "brevity"),
+                                                        JudgeConfig(id="long2", type="function", function=fn + "length")]))
+    samples_of = {"p": [{"sample_id": "a", "text": "aaaa"}, {"sample_id": "b", "text": "b"}],
+                  "q": [{"sample_id": "c", "text": "cc"}, {"sample_id": "d", "text": "dddd"}]}
+    rows, choices, stats = jury.score_samples(samples_of, {"p": [], "q": []})
+    assert len(rows) == 12
+    assert stats["agreement"] == {"long|long2": (2, 2), "long|short": (2, 0), "short|long2": (2, 0)}
+    assert choices["p"].best == "a" and choices["q"].best == "d"     # two length judges outweigh one brevity judge
+    assert bias.judge_report(stats["judges"]["long"])["score_length_correlation"] == pytest.approx(1.0)
