@@ -45,7 +45,7 @@ def workers(cfg: LabelConfig, needs_sampler: bool):
             ray.shutdown()
 
 
-def sample_shard(shard: Shard, sampler, cfg: LabelConfig) -> tuple[dict[str, list[dict]], list[dict]]:
+def sample_shard(shard: Shard, sampler, cfg: LabelConfig, on_done=None) -> tuple[dict[str, list[dict]], list[dict]]:
     """Every prompt's completions (ready ones, or k sampled), in prompt order, and sampling errors."""
     samples = [s for row in shard.rows if row.completions is not None
                for s in given_samples(row.prompt_id, row.completions)]
@@ -54,7 +54,7 @@ def sample_shard(shard: Shard, sampler, cfg: LabelConfig) -> tuple[dict[str, lis
     if to_sample:
         p = cfg.policy
         sampled, errors = sampler.sample(to_sample, p.samples_per_prompt, p.max_tokens, p.temperature, p.top_p,
-                                         cfg.seed)
+                                         cfg.seed, on_done=on_done)
         source_of = {r.prompt_id: r.source for r in to_sample}
         for error in errors:
             error["source"] = source_of[error["prompt_id"]]
@@ -62,10 +62,11 @@ def sample_shard(shard: Shard, sampler, cfg: LabelConfig) -> tuple[dict[str, lis
     return group_by_prompt(samples, [r.prompt_id for r in shard.rows]), errors
 
 
-def judge_pairwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfig, counts: dict) -> tuple[list, list, dict]:
+def judge_pairwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfig, counts: dict,
+                   on_done=None) -> tuple[list, list, dict]:
     """Pair each prompt's completions, judge every pair (both orders, every judge), keep the decided ones."""
     pairs, counts["identical_pairs"] = make_pairs(samples_of, cfg.judging.max_pairs_per_prompt)
-    rows, decisions, stats = jury.judge_pairs(pairs, conversations)
+    rows, decisions, stats = jury.judge_pairs(pairs, conversations, on_done)
     counts["pairs"] = len(pairs)
     judges, prefs = jury.describe(), []
     for pair in pairs:
@@ -82,9 +83,10 @@ def judge_pairwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfig
     return rows, prefs, stats
 
 
-def judge_pointwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfig, counts: dict) -> tuple[list, list, dict]:
+def judge_pointwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfig, counts: dict,
+                    on_done=None) -> tuple[list, list, dict]:
     """Score every completion with every judge; each prompt's best vs worst becomes a preference."""
-    rows, choices, stats = jury.score_samples(samples_of, conversations)
+    rows, choices, stats = jury.score_samples(samples_of, conversations, on_done)
     judges, prefs = jury.describe(), []
     for pid, samples in samples_of.items():
         if len(samples) < 2:
@@ -102,9 +104,10 @@ def judge_pointwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfi
     return rows, prefs, stats
 
 
-def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig) -> tuple[dict, dict]:
-    """One shard: sample, judge, decide. Returns its four tables and its counts."""
-    samples_of, sampling_errors = sample_shard(shard, sampler, cfg)
+def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> tuple[dict, dict]:
+    """One shard: sample, judge, decide. Returns its four tables and its counts. `on_done(n)` is told
+    of every n finished engine or judge requests (for a live progress bar)."""
+    samples_of, sampling_errors = sample_shard(shard, sampler, cfg, on_done)
     samples = [s for group in samples_of.values() for s in group]
     conversations = {r.prompt_id: r.messages for r in shard.rows}
     counts = {"prompts": len(shard.rows), "samples": len(samples), "sampling_errors": sampling_errors,
@@ -112,7 +115,7 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig) -> tuple[dict, di
               "pairs": 0, "identical_pairs": 0, "ties": 0, "failed_pairs": 0, "consistent_pairs": 0,
               "checked_pairs": 0}
     judge = judge_pairwise if cfg.judging.mode == "pairwise" else judge_pointwise
-    rows, prefs, stats = judge(samples_of, conversations, jury, cfg, counts)
+    rows, prefs, stats = judge(samples_of, conversations, jury, cfg, counts, on_done)
     counts.update({
         "preferences": len(prefs), "judgments": len(rows),
         "failed_verdicts": sum(1 for r in rows if r["verdict"] == FAILED),
@@ -133,10 +136,11 @@ def label_shards(todo: list[Shard], cfg: LabelConfig, store: ShardStore, metrics
     with workers(cfg, needs_sampler) as (sampler, jury):
         bar = progress(total=sum(len(s.rows) for s in todo), desc="labelling prompts", unit="prompt",
                        enabled=cfg.progress)
+        requests = progress(total=None, desc="engine requests", unit="req", enabled=cfg.progress, position=1)
         totals: dict = {}
         for shard in todo:
             start = time.perf_counter()
-            tables, counts = label_shard(shard, sampler, jury, cfg)
+            tables, counts = label_shard(shard, sampler, jury, cfg, on_done=requests.update)
             store.write_shard(shard.shard_id, shard.index, tables, counts)
             seconds = time.perf_counter() - start
             bar.update(len(shard.rows))
@@ -145,6 +149,7 @@ def label_shards(todo: list[Shard], cfg: LabelConfig, store: ShardStore, metrics
             metrics.log({"event": "shard", "shard": shard.index, "seconds": round(seconds, 3),
                          "labels_per_s": round(counts["judgments"] / seconds, 3) if seconds else None,
                          **{k: v for k, v in counts.items() if k not in ("judges", "judge_agreement", "sampling_errors")}})
+        requests.close()
         bar.close()
 
 

@@ -18,7 +18,8 @@ class MetricsLog:
             fh.write(line + "\n")
 
 
-def progress(total: int, desc: str, unit: str, enabled: bool = True):
-    """A tqdm bar on stderr; disabled when asked (tests, CI logs)."""
+def progress(total: int | None, desc: str, unit: str, enabled: bool = True, position: int = 0):
+    """A tqdm bar on stderr (total None: a live count and rate); disabled when asked (tests, CI logs)."""
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                position=position)
