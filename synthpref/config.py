@@ -167,10 +167,6 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.0.c=value` -> (["a", "b", "0", "c"], value parsed as a YAML scalar)."""
     if "=" not in text:

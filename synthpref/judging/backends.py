@@ -144,8 +144,16 @@ class FunctionJudge:
 
     def judge_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> list[dict]:
         rows = []
+        scored: dict = {}    # both orders of a pair show the same two texts: score each text once
+
+        def score(conversation: list[dict], text: str):
+            key = (id(conversation), text)
+            if key not in scored:
+                scored[key] = self._score(conversation, text)
+            return scored[key]
+
         for r in requests:
-            (s1, e1, t1), (s2, e2, t2) = self._score(r.conversation, r.first), self._score(r.conversation, r.second)
+            (s1, e1, t1), (s2, e2, t2) = score(r.conversation, r.first), score(r.conversation, r.second)
             common = {"raw": json.dumps({"first": s1, "second": s2}), "latency_s": t1 + t2}
             if e1 or e2:
                 rows.append(judgment_row(self.id, self.template_hash, r.pair_id, r.order, FAILED,

@@ -9,7 +9,7 @@ import json
 
 from synthpref.config import JudgingConfig
 from synthpref.data.pairs import Pair
-from synthpref.judging.aggregate import Decision, PointChoice, Vote, combine_orders, jury, pointwise_choice
+from synthpref.judging.aggregate import PointChoice, Vote, combine_orders, jury, pointwise_choice
 from synthpref.judging.backends import FunctionJudge, PairRequest, PointRequest, VLLMJudge
 from synthpref.judging.verdicts import FAILED
 from synthpref.monitor import bias
@@ -90,11 +90,11 @@ class Jury:
                     for pid, samples in samples_of.items() for s in samples]
         rows, scores = [], {}
         stats = {j.id: bias.new_judge_stats() for j in self.judges}
+        length_of = {req.pair_id: len(req.response) for req in requests}
         for judge in self.judges:
             judged = judge.score(requests, on_done)
             rows.extend(judged)
             scores[judge.id] = {r["pair_id"]: r["score"] for r in judged}
-            length_of = {req.pair_id: len(req.response) for req in requests}
             for r in judged:
                 stats[judge.id]["votes"] += 1
                 if r["verdict"] == FAILED:
@@ -112,5 +112,3 @@ class Jury:
                                                     None, None) for j, s in own.items()])
         return rows, choices, {"judges": stats, "agreement": agreement}
 
-
-__all__ = ["Jury", "Decision"]

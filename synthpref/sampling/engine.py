@@ -62,9 +62,6 @@ class EngineActor:
     def render(self, messages: list[dict]) -> list[int]:
         return chat_prompt_ids(self.tokenizer, messages)
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
-
     def single_token_ids(self, strings: list[str]) -> list[int]:
         """Token ids of the strings that encode to exactly one token (e.g. "A" and " A")."""
         ids = []

@@ -8,7 +8,6 @@ owner is gone. Run as a module it is that watcher: `python -m synthpref.sampling
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -92,9 +92,8 @@ def test_shipped_configs_are_valid(name):
 def test_readme_documents_every_key():
     from pathlib import Path
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [line.split(" (")[0].split(":")[0].strip() for line in describe_keys(LabelConfig)
-               if line.split(" (")[0].split(":")[0].strip() not in readme]
-    assert missing == []
+    keys = [line.split(" (")[0].split(":")[0].strip() for line in describe_keys(LabelConfig)]
+    assert [key for key in keys if key not in readme] == []
 
 
 @pytest.mark.parametrize("override, message", [

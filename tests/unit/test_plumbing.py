@@ -49,3 +49,23 @@ def test_pointwise_jury_of_function_judges_reports_agreement():
     assert stats["agreement"] == {"long|long2": (2, 2), "long|short": (2, 0), "short|long2": (2, 0)}
     assert choices["p"].best == "a" and choices["q"].best == "d"     # two length judges outweigh one brevity judge
     assert bias.judge_report(stats["judges"]["long"])["score_length_correlation"] == pytest.approx(1.0)
+
+
+CALLS = []
+
+
+def counted_length(messages, completion):
+    CALLS.append(completion)
+    return len(completion)
+
+
+def test_function_judge_scores_each_text_once_across_both_orders():
+    from synthpref.config import JudgeConfig
+    from synthpref.judging.backends import FunctionJudge, PairRequest
+
+    judge = FunctionJudge(JudgeConfig(id="n", type="function", function="tests.unit.test_plumbing:counted_length"))
+    conv = [{"role": "user", "content": "q"}]
+    CALLS.clear()
+    rows = judge.judge_pairs([PairRequest("p", "ab", conv, "long one", "x"), PairRequest("p", "ba", conv, "x", "long one")])
+    assert [r["verdict"] for r in rows] == ["A", "B"]
+    assert sorted(CALLS) == ["long one", "x"]
