@@ -78,6 +78,10 @@ def print_summary(summary: dict) -> None:
         corr = rep["length_correlation"]
         print(f"  judge {jid}: flip rate {'n/a' if flip is None else f'{flip:.3f}'}, length corr "
               f"{'n/a' if corr is None else f'{corr:+.3f}'}, failed {rep['failed']}/{rep['votes']}")
+    cost = summary.get("cost")
+    if cost and cost["usd_per_label"] is not None:
+        print(f"  judge cost: ${cost['usd_total']:.4f} in all, ${cost['usd_per_label']:.6f} per label "
+              f"(a human preference label costs about $0.50-$5)")
     print("\nsummary.json:")
     print(json.dumps(summary, indent=2))
 

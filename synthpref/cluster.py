@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
@@ -61,35 +61,24 @@ def core_plan(n_engines: int, setting: str = "auto", cores: list[int] | None = N
     return plan
 
 
-def engine_actor_options(engine: EngineConfig, name: str | None = None) -> dict[str, Any]:
-    """Ray options for one engine actor: CPUs and GPUs, or a placement group for tensor parallelism."""
+def engine_placement(engine: EngineConfig) -> tuple[dict[str, Any], dict[str, float], Callable[[], None]]:
+    """Ray options for one engine actor, the resources it needs (for error messages) and a function
+    that frees what it reserved. Tensor parallelism reserves one GPU bundle per shard in a STRICT_PACK
+    placement group (vLLM's Ray executor places its workers there); the pool's start timeout bounds the
+    wait for it, since a pending placement group waits forever by default."""
     opts: dict[str, Any] = {"num_cpus": engine.num_cpus, "max_concurrency": 1}
-    if name:
-        opts["name"] = name
     if engine.tensor_parallel_size > 1:
-        # vLLM's Ray executor places one worker per GPU bundle; the actor itself holds no GPU.
-        from ray.util.placement_group import placement_group
+        from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
         bundles = [{"GPU": 1, "CPU": 1} for _ in range(engine.tensor_parallel_size)]
         pg = placement_group(bundles, strategy="STRICT_PACK")
-        wait_for_placement(pg, bundles)
         opts["num_gpus"] = 0
         opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
             placement_group=pg, placement_group_capture_child_tasks=True)
-    elif engine.num_gpus > 0:
+        demand = {"GPU": float(engine.tensor_parallel_size), "CPU": float(engine.tensor_parallel_size)}
+        return opts, demand, lambda: remove_placement_group(pg)
+    demand = {"CPU": float(engine.num_cpus)}
+    if engine.num_gpus > 0:
         opts["num_gpus"] = engine.num_gpus
-    return opts
-
-
-def wait_for_placement(pg, bundles: list[dict], timeout_s: float = 300.0) -> None:
-    """A pending placement group waits forever by default; fail with the resource it lacks instead."""
-    ready = pg.wait(timeout_seconds=timeout_s)
-    if not ready:
-        ray.util.remove_placement_group(pg)
-        have = ray.cluster_resources()
-        need: dict[str, float] = {}
-        for b in bundles:
-            for key, val in b.items():
-                need[key] = need.get(key, 0) + val
-        short = {k: f"need {v}, cluster has {have.get(k, 0)}" for k, v in need.items() if have.get(k, 0) < v}
-        raise RuntimeError(f"placement group {bundles} not placed within {timeout_s}s: {short or 'resources busy'}")
+        demand["GPU"] = float(engine.num_gpus)
+    return opts, demand, lambda: None

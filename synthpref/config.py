@@ -37,6 +37,33 @@ class EngineConfig:
 
 
 @dataclass
+class PoolConfig:
+    """How many replicas of a worker actor run, and how work is retried when one fails."""
+    replicas: int = field(default=1, metadata={"help": 'replicas started with the pool (the autoscaling minimum)'})
+    max_replicas: Optional[int] = field(default=None, metadata={"help": 'autoscale up to this many replicas when work queues up (null: fixed at replicas)'})
+    scale_up_queue: int = field(default=2, metadata={"help": 'chunks waiting per live replica before the pool starts another'})
+    scale_down_idle_s: float = field(default=120.0, metadata={"help": 'a replica above the minimum that is idle this long is stopped'})
+    max_inflight: int = field(default=2, metadata={"help": 'chunks in flight per replica (backpressure: the rest wait in the driver)'})
+    max_attempts: int = field(default=3, metadata={"help": 'tries of one chunk (on any live replica) before its requests become errors'})
+    max_replacements: int = field(default=8, metadata={"help": 'dead replicas the pool replaces before it gives up on the job'})
+    start_timeout_s: float = field(default=600.0, metadata={"help": 'a replica not started within this many seconds fails the pool, naming the missing resource'})
+
+
+@dataclass
+class EndpointConfig:
+    """An OpenAI-compatible chat-completions server (vLLM serve, OpenAI, a gateway)."""
+    base_url: str = field(default="", metadata={"help": 'e.g. http://127.0.0.1:8000/v1'})
+    model: str = field(default="", metadata={"help": "the model name the server expects (default: the judge's model)"})
+    api_key_env: str = field(default="", metadata={"help": 'name of the environment variable holding the API key ("" = no key); the key itself is never written anywhere'})
+    timeout_s: float = field(default=60.0, metadata={"help": 'per-request timeout'})
+    max_retries: int = field(default=5, metadata={"help": 'retries of one request on 429, 5xx, timeouts and unreadable answers'})
+    backoff_s: float = field(default=0.5, metadata={"help": 'first retry delay; doubles each retry, with full jitter'})
+    backoff_max_s: float = field(default=20.0, metadata={"help": 'cap on one retry delay'})
+    concurrency: int = field(default=16, metadata={"help": 'requests in flight per replica'})
+    top_logprobs: int = field(default=20, metadata={"help": 'logprob verdicts: top_logprobs asked of the server'})
+
+
+@dataclass
 class RayConfig:
     address: Optional[str] = field(default=None, metadata={"help": 'None starts a local Ray; "auto" or "ray://host:port" joins one'})
     num_cpus: Optional[int] = field(default=None, metadata={"help": 'logical CPUs of a local Ray (default: enough for all actors)'})
@@ -55,28 +82,32 @@ class DataConfig:
 @dataclass
 class PolicyConfig:
     model: str = field(default="", metadata={"help": 'Hugging Face name or local path'})
-    num_engines: int = field(default=1, metadata={"help": 'sampler engine actors (each its own vLLM engine)'})
     samples_per_prompt: int = field(default=2, metadata={"help": 'completions sampled per prompt (k >= 2)'})
     max_tokens: int = field(default=64, metadata={"help": 'new tokens per completion'})
     temperature: float = field(default=1.0, metadata={"help": 'sampling temperature'})
     top_p: float = field(default=1.0, metadata={"help": 'nucleus sampling threshold'})
     chunk_size: int = field(default=32, metadata={"help": 'requests per dispatch to one engine'})
     engine: EngineConfig = field(default_factory=EngineConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
 
 
 @dataclass
 class JudgeConfig:
     id: str = field(default="", metadata={"help": 'unique name of the judge (appears in judgments and provenance)'})
-    type: Literal["vllm", "function"] = field(default="vllm", metadata={"help": 'vllm: a model on vLLM engine actors; function: a Python scorer'})
-    model: str = field(default="", metadata={"help": 'vllm judges'})
+    type: Literal["vllm", "http", "reward_model", "function"] = field(default="vllm", metadata={"help": 'vllm: a model on vLLM engine actors; http: an OpenAI-compatible server; reward_model: a sequence-classification model scoring each response; function: a Python scorer'})
+    model: str = field(default="", metadata={"help": "vllm and reward_model judges: HF name or local path; http judges: the model's tokenizer (optional) or served name"})
     function: str = field(default="", metadata={"help": 'function judges: "module:function"'})
     verdict: Literal["logprob", "text"] = field(default="logprob", metadata={"help": 'logprob: P(first) from one next token; text: a generated, parsed verdict'})
     template: str = field(default="", metadata={"help": 'template name; "" picks the default for mode and verdict'})
     rationale: bool = field(default=False, metadata={"help": 'text verdicts: ask for reasoning before the verdict'})
     max_tokens: int = field(default=256, metadata={"help": 'text verdicts'})
     weight: float = field(default=1.0, metadata={"help": 'jury_rule=weighted'})
-    chunk_size: int = field(default=64, metadata={"help": 'judge requests per dispatch to one engine'})
+    chunk_size: int = field(default=64, metadata={"help": 'judge requests per dispatch to one replica (reward models: the batch size)'})
+    usd_per_1m_prompt_tokens: Optional[float] = field(default=None, metadata={"help": 'price of a million prompt tokens, for cost per label in the summary'})
+    usd_per_1m_completion_tokens: Optional[float] = field(default=None, metadata={"help": 'price of a million completion tokens'})
     engine: EngineConfig = field(default_factory=EngineConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
 
 
 @dataclass
@@ -234,8 +265,16 @@ def validate_label_config(cfg: LabelConfig) -> LabelConfig:
         if judge.id in seen:
             raise ConfigError(f"{key}.id: duplicate judge id {judge.id!r}")
         seen.add(judge.id)
-        if judge.type == "vllm" and not judge.model:
-            raise ConfigError(f"{key}.model: a vllm judge needs a model")
+        if judge.type in ("vllm", "reward_model") and not judge.model:
+            raise ConfigError(f"{key}.model: a {judge.type} judge needs a model")
+        if judge.type == "http":
+            validate_endpoint(judge, key)
+        if judge.type == "reward_model" and judge.verdict != "logprob":
+            raise ConfigError(f"{key}.verdict: a reward_model judge gives scores; leave verdict at its default")
+        validate_pool(judge.pool, f"{key}.pool")
+        for name in ("usd_per_1m_prompt_tokens", "usd_per_1m_completion_tokens"):
+            if (getattr(judge, name) or 0) < 0:
+                raise ConfigError(f"{key}.{name}: must be >= 0")
         if judge.type == "function" and ":" not in judge.function:
             raise ConfigError(f"{key}.function: expected 'module:function', got {judge.function!r}")
         if judge.weight < 0:
@@ -248,8 +287,7 @@ def validate_label_config(cfg: LabelConfig) -> LabelConfig:
         raise ConfigError("judging.judges: jury_rule=weighted needs at least one judge with weight > 0")
     if cfg.judging.max_pairs_per_prompt is not None and cfg.judging.max_pairs_per_prompt < 1:
         raise ConfigError("judging.max_pairs_per_prompt: must be >= 1 (or null for all pairs)")
-    if cfg.policy.num_engines < 1:
-        raise ConfigError("policy.num_engines: must be >= 1")
+    validate_pool(cfg.policy.pool, "policy.pool")
     if cfg.policy.chunk_size < 1:
         raise ConfigError("policy.chunk_size: must be >= 1")
     if not 1 <= cfg.policy.max_tokens < cfg.policy.engine.max_model_len:
@@ -264,6 +302,35 @@ def validate_label_config(cfg: LabelConfig) -> LabelConfig:
     if not cfg.data.path:
         raise ConfigError("data.path: no prompt source given")
     return cfg
+
+
+def validate_pool(pool: PoolConfig, key: str) -> None:
+    if pool.replicas < 1:
+        raise ConfigError(f"{key}.replicas: must be >= 1")
+    if pool.max_replicas is not None and pool.max_replicas < pool.replicas:
+        raise ConfigError(f"{key}.max_replicas: must be >= replicas ({pool.replicas}) or null")
+    for name in ("scale_up_queue", "max_inflight", "max_attempts"):
+        if getattr(pool, name) < 1:
+            raise ConfigError(f"{key}.{name}: must be >= 1")
+    if pool.max_replacements < 0:
+        raise ConfigError(f"{key}.max_replacements: must be >= 0")
+    if pool.start_timeout_s <= 0:
+        raise ConfigError(f"{key}.start_timeout_s: must be > 0")
+
+
+def validate_endpoint(judge: JudgeConfig, key: str) -> None:
+    ep = judge.endpoint
+    if not ep.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{key}.endpoint.base_url: expected http(s)://host[:port]/v1, got {ep.base_url!r}")
+    if not (ep.model or judge.model):
+        raise ConfigError(f"{key}.endpoint.model: an http judge needs the served model name (or judges.N.model)")
+    if ep.timeout_s <= 0 or ep.backoff_s < 0 or ep.backoff_max_s < ep.backoff_s:
+        raise ConfigError(f"{key}.endpoint: need timeout_s > 0 and 0 <= backoff_s <= backoff_max_s")
+    if ep.max_retries < 0 or ep.concurrency < 1 or not 1 <= ep.top_logprobs <= 20:
+        raise ConfigError(f"{key}.endpoint: need max_retries >= 0, concurrency >= 1, 1 <= top_logprobs <= 20")
+    if ep.api_key_env and not ep.api_key_env.replace("_", "").isalnum():
+        raise ConfigError(f"{key}.endpoint.api_key_env: expected an environment variable name, got a value that "
+                          "looks like something else (put the key in the environment, not in the config)")
 
 
 def describe_keys(cls: type, prefix: str = "") -> list[str]:

@@ -21,20 +21,30 @@ from synthpref.judging.verdicts import FAILED, TIE
 from synthpref.monitor.metrics import MetricsLog, progress
 
 
+def cpus_needed(cfg: LabelConfig, needs_sampler: bool) -> int:
+    """Logical CPUs a local Ray needs to host every replica at its maximum (0: no actor at all)."""
+    def most(pool) -> int:
+        return pool.max_replicas or pool.replicas
+    total = most(cfg.policy.pool) * cfg.policy.engine.num_cpus if needs_sampler else 0
+    total += sum(most(j.pool) * j.engine.num_cpus for j in cfg.judging.judges if j.type in ("vllm", "reward_model"))
+    actors = needs_sampler or any(j.type != "function" for j in cfg.judging.judges)
+    return max(2, int(total + 0.999)) if actors else 0
+
+
 @contextmanager
-def workers(cfg: LabelConfig, needs_sampler: bool):
-    """Start Ray, the sampler group (if any prompt needs sampling) and the jury; always shut them down."""
+def workers(cfg: LabelConfig, needs_sampler: bool, events=None):
+    """Start Ray, the sampler pool (if any prompt needs sampling) and the jury's pools; always shut them down."""
     from synthpref.cluster import init_ray
     from synthpref.judging.jury import Jury
     from synthpref.sampling.group import SamplerGroup
 
-    engines = (cfg.policy.num_engines if needs_sampler else 0) + sum(1 for j in cfg.judging.judges if j.type == "vllm")
-    started_ray = init_ray(cfg.ray, min_cpus=max(2, engines)) if engines else False
+    cpus = cpus_needed(cfg, needs_sampler)
+    started_ray = init_ray(cfg.ray, min_cpus=cpus) if cpus else False
     sampler = jury = None
     try:
         if needs_sampler:
-            sampler = SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.num_engines, cfg.policy.chunk_size)
-        jury = Jury(cfg.judging)
+            sampler = SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool, cfg.policy.chunk_size, events)
+        jury = Jury(cfg.judging, events=events)
         yield sampler, jury
     finally:
         for part in (jury, sampler):
@@ -133,7 +143,7 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> 
 def label_shards(todo: list[Shard], cfg: LabelConfig, store: ShardStore, metrics: MetricsLog) -> None:
     """Run every unfinished shard on one set of workers, writing each as soon as it is done."""
     needs_sampler = any(r.completions is None for s in todo for r in s.rows)
-    with workers(cfg, needs_sampler) as (sampler, jury):
+    with workers(cfg, needs_sampler, metrics.log) as (sampler, jury):
         bar = progress(total=sum(len(s.rows) for s in todo), desc="labelling prompts", unit="prompt",
                        enabled=cfg.progress)
         requests = progress(total=None, desc="engine requests", unit="req", enabled=cfg.progress, position=1)

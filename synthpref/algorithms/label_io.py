@@ -17,7 +17,10 @@ from synthpref.monitor import bias
 
 # Settings that change where or how fast work runs, not what it produces: left out of the fingerprint.
 _PLACEMENT_KEYS = {"num_cpus", "num_gpus", "cpu_cores", "kv_cache_gib", "gpu_memory_utilization",
-                   "tensor_parallel_size", "chunk_size", "num_engines"}
+                   "tensor_parallel_size", "chunk_size", "pool", "base_url", "api_key_env", "timeout_s",
+                   "max_retries", "backoff_s", "backoff_max_s", "concurrency", "usd_per_1m_prompt_tokens",
+                   "usd_per_1m_completion_tokens"}
+TEMPLATE_JUDGES = ("vllm", "http")
 
 
 @dataclass
@@ -42,13 +45,15 @@ def fingerprint(cfg: LabelConfig) -> str:
         tree.pop(key)
     # a template given as a YAML file may change under the same name: its content hash counts
     tree["template_hashes"] = [get_template(j.template, cfg.judging.mode, j.verdict).hash
-                               for j in cfg.judging.judges if j.type == "vllm"]
+                               for j in cfg.judging.judges if j.type in TEMPLATE_JUDGES]
     return content_id(strip(tree))
 
 
 def preflight(cfg: LabelConfig) -> None:
-    """Fail before any engine starts: every function judge imports and every template resolves."""
+    """Fail before any engine starts: every function judge imports, every template resolves, every model's
+    tokenizer loads, every API key is set and every endpoint answers."""
     from synthpref.judging.backends import load_function
+    from synthpref.judging.http_client import check_reachable, read_api_key
     from synthpref.judging.templates import get_template
 
     for i, judge in enumerate(cfg.judging.judges):
@@ -56,14 +61,18 @@ def preflight(cfg: LabelConfig) -> None:
         try:
             if judge.type == "function":
                 load_function(judge.function)
-            else:
+            elif judge.type in TEMPLATE_JUDGES:
                 get_template(judge.template, cfg.judging.mode, judge.verdict)
         except (ConfigError, ValueError, TypeError, FileNotFoundError) as exc:
             field = "function" if judge.type == "function" else "template"
             raise ConfigError(f"{key}.{field}: {exc}") from exc
     for i, judge in enumerate(cfg.judging.judges):
-        if judge.type == "vllm":
-            tokenizer_or_error(judge.model, f"judging.judges.{i}.model")
+        key = f"judging.judges.{i}"
+        if judge.type in ("vllm", "reward_model"):
+            tokenizer_or_error(judge.model, f"{key}.model")
+        if judge.type == "http":
+            read_api_key(judge.endpoint.api_key_env, f"{key}.endpoint.api_key_env")
+            check_reachable(judge.endpoint.base_url, f"{key}.endpoint.base_url")
 
 
 def tokenizer_or_error(model: str, key: str):
@@ -207,7 +216,24 @@ def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quaranti
         "tokens": {"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"],
                    "per_label": ((totals["prompt_tokens"] + totals["completion_tokens"]) / totals["preferences"]
                                  if totals["preferences"] else None)},
+        "cost": cost_report(cfg, judges, totals["preferences"]),
         "shards": {"total": len(shards), "skipped_as_done": skipped, "run": len(shards) - skipped},
         "outputs": {name: str(Path(cfg.output_dir) / name) for name in
                     ("preferences", "judgments", "samples", "prompts", "quarantine.jsonl", "metrics.jsonl", "summary.json")},
     }
+
+
+def cost_report(cfg: LabelConfig, judges: dict[str, dict], labels: int) -> dict | None:
+    """USD spent on judge tokens, in all and per preference label, for judges with prices in the config
+    (None when no judge has one). A human preference label costs about $0.50-$5."""
+    by_judge = {}
+    for jc in cfg.judging.judges:
+        if jc.usd_per_1m_prompt_tokens is None and jc.usd_per_1m_completion_tokens is None:
+            continue
+        stats = judges.get(jc.id, {})
+        by_judge[jc.id] = (stats.get("prompt_tokens", 0) * (jc.usd_per_1m_prompt_tokens or 0)
+                           + stats.get("completion_tokens", 0) * (jc.usd_per_1m_completion_tokens or 0)) / 1e6
+    if not by_judge:
+        return None
+    total = sum(by_judge.values())
+    return {"usd_total": total, "usd_per_label": total / labels if labels else None, "by_judge": by_judge}

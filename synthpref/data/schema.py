@@ -45,6 +45,7 @@ JUDGMENTS = pa.schema([
     ("latency_s", pa.float64()),
     ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()),
+    ("attempts", pa.int64()),            # tries this verdict took (remote judges retry; null for local ones)
 ])
 
 PREFERENCES = pa.schema([

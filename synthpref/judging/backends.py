@@ -1,8 +1,12 @@
-"""Judge backends behind one interface: `judge_pairs(requests)` and `score(requests)` return judgment rows.
+"""Judge backends behind one interface: `start_pairs(requests)` and `start_scores(requests)` return a
+`Pending`: the pool jobs to run (the jury runs every judge's jobs at once) and a `finish()` that turns
+their results into judgment rows.
 
-- VLLMJudge: a model on a group of vLLM engine actors; logprob verdicts (one prefill, one token) or
-  text verdicts (generated, optionally with reasoning first, parsed strictly).
+- ModelJudge: a model behind a pool of replicas that answer `choice_logprobs` and `generate`: vLLM
+  engine actors, or HTTP clients of an OpenAI-compatible server. Logprob verdicts (one prefill, one
+  token) or text verdicts (generated, optionally with reasoning first, parsed strictly).
 - FunctionJudge: `module:function(messages, completion) -> float`, for verifiable tasks and tests.
+- RewardModelJudge (reward_model.py): a sequence-classification model's scalar scores.
 
 A verdict in a judgment row is relative to the order shown: "A" means the first shown response won.
 A failure is a FAILED row with its error; it never becomes a side.
@@ -20,6 +24,7 @@ from synthpref.config import ConfigError, JudgeConfig
 from synthpref.judging import templates
 from synthpref.judging.verdicts import (FAILED, FIRST, SECOND, TIE, VerdictParseError, label_probs,
                                         parse_pairwise_text, parse_score_text, sigmoid, verdict_from_p)
+from synthpref.pool import Job, run_jobs
 
 Progress = Callable[[int], None] | None
 CHOICE_SPELLINGS = lambda label: [label, " " + label]  # noqa: E731  the verdict token with or without a space
@@ -41,39 +46,63 @@ class PointRequest:
     response: str
 
 
+@dataclass
+class Pending:
+    jobs: list[Job]
+    finish: Callable[[], list[dict]]
+
+
+def run_pending(pending: Pending) -> list[dict]:
+    run_jobs(pending.jobs)
+    return pending.finish()
+
+
+class PooledJudge:
+    """Blocking forms of start_pairs/start_scores, for one judge on its own."""
+
+    def judge_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> list[dict]:
+        return run_pending(self.start_pairs(requests, on_done))
+
+    def score(self, requests: list[PointRequest], on_done: Progress = None) -> list[dict]:
+        return run_pending(self.start_scores(requests, on_done))
+
+
 def judgment_row(judge_id: str, template_hash: str, pair_id: str, order: str, verdict: str, **fields) -> dict:
     row = {"pair_id": pair_id, "judge_id": judge_id, "template_hash": template_hash, "order": order,
            "verdict": verdict, "p_first": None, "score": None, "raw": "", "rationale": None, "error": None,
-           "latency_s": None, "prompt_tokens": None, "completion_tokens": None}
+           "latency_s": None, "prompt_tokens": None, "completion_tokens": None, "attempts": None}
     row.update(fields)
     return row
 
 
-class VLLMJudge:
-    def __init__(self, cfg: JudgeConfig, mode: str, group, tie_margin: float = 0.0):
-        self.cfg, self.id, self.group, self.tie_margin = cfg, cfg.id, group, tie_margin
+class ModelJudge(PooledJudge):
+    def __init__(self, cfg: JudgeConfig, mode: str, pool, tie_margin: float = 0.0):
+        self.cfg, self.id, self.pool, self.tie_margin = cfg, cfg.id, pool, tie_margin
         self.template = templates.get_template(cfg.template, mode, cfg.verdict)
         self.template_hash = self.template.hash
 
-    def _run(self, messages: list[list[dict]], on_done: Progress) -> list[dict]:
+    def _job(self, messages: list[list[dict]], on_done: Progress) -> Job:
         if self.cfg.verdict == "logprob":
             choices = {label: CHOICE_SPELLINGS(label) for label in self.template.choices}
             reqs = [{"messages": m, "choices": choices} for m in messages]
-            outputs = self.group.map("choice_logprobs", reqs, self.cfg.chunk_size, on_done)
-            for out in outputs:
-                if "logprobs" in out:
-                    try:
-                        out["probs"] = label_probs(out["logprobs"])
-                    except ValueError:
-                        out["error"] = f"no probability on any of the choice tokens {self.template.choices}"
-            return outputs
+            return Job(self.pool, "choice_logprobs", reqs, self.cfg.chunk_size, on_done)
         reqs = [{"messages": m, "max_tokens": self.cfg.max_tokens, "temperature": 0.0} for m in messages]
-        return self.group.map("generate", reqs, self.cfg.chunk_size, on_done)
+        return Job(self.pool, "generate", reqs, self.cfg.chunk_size, on_done)
+
+    def _outputs(self, job: Job) -> list[dict]:
+        for out in job.results:
+            if "logprobs" in out and "error" not in out:
+                try:
+                    out["probs"] = label_probs(out["logprobs"])
+                except ValueError:
+                    out["error"] = f"no probability on any of the choice tokens {self.template.choices}"
+        return job.results
 
     def _common(self, out: dict) -> dict:
         return {"raw": out.get("raw", out.get("text", "")) or "", "latency_s": out.get("latency_s"),
                 "prompt_tokens": out.get("prompt_tokens"),
-                "completion_tokens": out.get("completion_tokens", out.get("n_tokens"))}
+                "completion_tokens": out.get("completion_tokens", out.get("n_tokens")),
+                "attempts": out.get("attempts")}
 
     def _pair_fields(self, out: dict) -> dict:
         if "error" in out:
@@ -98,17 +127,21 @@ class VLLMJudge:
         except VerdictParseError as exc:
             return {"verdict": FAILED, "error": f"unparseable rating: {exc}"}
 
-    def judge_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> list[dict]:
+    def start_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> Pending:
         messages = [templates.pairwise_messages(self.template, r.conversation, r.first, r.second, self.cfg.rationale)
                     for r in requests]
-        return [judgment_row(self.id, self.template_hash, r.pair_id, r.order, **self._common(out), **self._pair_fields(out))
-                for r, out in zip(requests, self._run(messages, on_done))]
+        job = self._job(messages, on_done)
+        return Pending([job], lambda: [
+            judgment_row(self.id, self.template_hash, r.pair_id, r.order, **self._common(out), **self._pair_fields(out))
+            for r, out in zip(requests, self._outputs(job))])
 
-    def score(self, requests: list[PointRequest], on_done: Progress = None) -> list[dict]:
+    def start_scores(self, requests: list[PointRequest], on_done: Progress = None) -> Pending:
         messages = [templates.pointwise_messages(self.template, r.conversation, r.response, self.cfg.rationale)
                     for r in requests]
-        return [judgment_row(self.id, self.template_hash, r.pair_id, "point", **self._common(out), **self._score_fields(out))
-                for r, out in zip(requests, self._run(messages, on_done))]
+        job = self._job(messages, on_done)
+        return Pending([job], lambda: [
+            judgment_row(self.id, self.template_hash, r.pair_id, "point", **self._common(out), **self._score_fields(out))
+            for r, out in zip(requests, self._outputs(job))])
 
 
 def load_function(spec: str) -> Callable:
@@ -169,6 +202,14 @@ class FunctionJudge:
             if on_done:
                 on_done(1)
         return rows
+
+    def start_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> Pending:
+        rows = self.judge_pairs(requests, on_done)
+        return Pending([], lambda: rows)
+
+    def start_scores(self, requests: list[PointRequest], on_done: Progress = None) -> Pending:
+        rows = self.score(requests, on_done)
+        return Pending([], lambda: rows)
 
     def score(self, requests: list[PointRequest], on_done: Progress = None) -> list[dict]:
         rows = []

@@ -1,6 +1,8 @@
 """Jury: several judges, each judging every pair in both orders, aggregated into one decision per pair.
 
-Judges that name the same model and engine share one group of engine actors.
+Each model judge runs on its own replica pool (JudgePool): vLLM engines, HTTP clients of a served model,
+or reward-model actors. Judges that name the same model, engine and pool settings share one pool of
+engines. All judges' work is dispatched at once, so every replica of every pool stays busy.
 """
 from __future__ import annotations
 
@@ -10,31 +12,57 @@ import json
 from synthpref.config import JudgingConfig
 from synthpref.data.pairs import Pair
 from synthpref.judging.aggregate import PointChoice, Vote, combine_orders, jury, pointwise_choice
-from synthpref.judging.backends import FunctionJudge, PairRequest, PointRequest, VLLMJudge
+from synthpref.judging.backends import FunctionJudge, ModelJudge, PairRequest, PointRequest
 from synthpref.judging.verdicts import FAILED
 from synthpref.monitor import bias
+from synthpref.pool import ReplicaPool, run_jobs
 
 
-def engine_key(model: str, engine) -> str:
-    """Judges with the same key share one engine group."""
-    return json.dumps([model, dataclasses.asdict(engine)], sort_keys=True)
+def engine_key(model: str, engine, pool) -> str:
+    """Judges with the same key share one engine pool."""
+    return json.dumps([model, dataclasses.asdict(engine), dataclasses.asdict(pool)], sort_keys=True)
 
 
 class Jury:
-    def __init__(self, cfg: JudgingConfig, groups: dict | None = None):
-        self.cfg = cfg
-        self.groups = groups if groups is not None else {}
-        self.judges = [self._build(j) for j in cfg.judges]
+    def __init__(self, cfg: JudgingConfig, pools: dict | None = None, events=None):
+        self.cfg, self.events = cfg, events
+        self.pools: dict[str, ReplicaPool] = pools if pools is not None else {}
+        self.judges = []
+        try:
+            for i, jc in enumerate(cfg.judges):
+                self.judges.append(self._build(jc, i))
+        except BaseException:
+            self.shutdown()
+            raise
         self.weights = {j.id: j.weight for j in cfg.judges}
 
-    def _build(self, jc):
+    def _build(self, jc, index: int):
         if jc.type == "function":
             return FunctionJudge(jc, self.cfg.tie_margin)
-        key = engine_key(jc.model, jc.engine)
-        if key not in self.groups:
-            from synthpref.sampling.group import EngineGroup
-            self.groups[key] = EngineGroup(jc.model, jc.engine, num_engines=1)
-        return VLLMJudge(jc, self.cfg.mode, self.groups[key], self.cfg.tie_margin)
+        if jc.type == "http":
+            from synthpref.judging.http_client import http_spawner, read_api_key
+            key = read_api_key(jc.endpoint.api_key_env, f"judging.judges.{index}.endpoint.api_key_env")
+            pool = ReplicaPool(f"judge:{jc.id}", http_spawner(jc, key, jc.pool.max_inflight), jc.pool, self.events)
+            self.pools[f"http:{jc.id}"] = pool
+            return ModelJudge(jc, self.cfg.mode, pool, self.cfg.tie_margin)
+        from synthpref.sampling.group import engine_spawner
+        if jc.type == "reward_model":
+            from synthpref.judging.reward_model import RewardModelActor, RewardModelJudge
+            spawn = engine_spawner(jc.model, jc.engine, jc.pool.max_replicas or jc.pool.replicas, RewardModelActor)
+            pool = ReplicaPool(f"judge:{jc.id}", spawn, jc.pool, self.events)
+            self.pools[f"rm:{jc.id}"] = pool
+            return RewardModelJudge(jc, pool, self.cfg.tie_margin)
+        key = engine_key(jc.model, jc.engine, jc.pool)
+        if key not in self.pools:
+            spawn = engine_spawner(jc.model, jc.engine, jc.pool.max_replicas or jc.pool.replicas)
+            self.pools[key] = ReplicaPool(f"judge:{jc.id}", spawn, jc.pool, self.events)
+        return ModelJudge(jc, self.cfg.mode, self.pools[key], self.cfg.tie_margin)
+
+    def _run_all(self, start) -> list[list[dict]]:
+        """Start every judge's work, run all of it at once, return each judge's rows."""
+        pending = [start(judge) for judge in self.judges]
+        run_jobs([job for p in pending for job in p.jobs])
+        return [p.finish() for p in pending]
 
     def describe(self) -> list[dict]:
         return [{"id": j.id, "type": j.cfg.type, "model": j.cfg.model or None, "function": j.cfg.function or None,
@@ -42,9 +70,9 @@ class Jury:
                  "template_hash": j.template_hash} for j in self.judges]
 
     def shutdown(self) -> None:
-        for group in self.groups.values():
-            group.shutdown()
-        self.groups.clear()
+        for pool in self.pools.values():
+            pool.shutdown()
+        self.pools.clear()
 
     # -- pairwise --------------------------------------------------------------------------------
     def judge_pairs(self, pairs: list[Pair], conversations: dict[str, list[dict]], on_done=None):
@@ -58,11 +86,12 @@ class Jury:
                 requests.append(PairRequest(p.pair_id, "ba", conv, p.b["text"], p.a["text"]))
         rows: list[dict] = []
         by_key: dict = {}
-        for judge in self.judges:
-            for row in judge.judge_pairs(requests, on_done):
+        decisions, stats, agreement = {}, {j.id: bias.new_judge_stats() for j in self.judges}, {}
+        for judge, judged in zip(self.judges, self._run_all(lambda j: j.start_pairs(requests, on_done))):
+            for row in judged:
                 rows.append(row)
                 by_key[(row["pair_id"], judge.id, row["order"])] = row
-        decisions, stats, agreement = {}, {j.id: bias.new_judge_stats() for j in self.judges}, {}
+                bias.add_call(stats[judge.id], row)
         for p in pairs:
             votes = []
             for judge in self.judges:
@@ -91,11 +120,11 @@ class Jury:
         rows, scores = [], {}
         stats = {j.id: bias.new_judge_stats() for j in self.judges}
         length_of = {req.pair_id: len(req.response) for req in requests}
-        for judge in self.judges:
-            judged = judge.score(requests, on_done)
+        for judge, judged in zip(self.judges, self._run_all(lambda j: j.start_scores(requests, on_done))):
             rows.extend(judged)
             scores[judge.id] = {r["pair_id"]: r["score"] for r in judged}
             for r in judged:
+                bias.add_call(stats[judge.id], r)
                 stats[judge.id]["votes"] += 1
                 if r["verdict"] == FAILED:
                     stats[judge.id]["failed"] += 1

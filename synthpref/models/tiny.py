@@ -51,10 +51,11 @@ def train_tokenizer(vocab_size: int):
 
 def build_tiny_model(out_dir: str | Path, seed: int = 0, hidden_size: int = 128, num_layers: int = 2,
                      num_heads: int = 2, vocab_size: int = 1024, max_position_embeddings: int = 2048,
-                     intermediate_size: int | None = None) -> Path:
-    """Write a tiny LlamaForCausalLM + tokenizer to `out_dir` and return the path."""
+                     intermediate_size: int | None = None, reward: bool = False) -> Path:
+    """Write a tiny LlamaForCausalLM (or, with `reward`, a one-logit LlamaForSequenceClassification
+    reward model) + tokenizer to `out_dir` and return the path."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     if hidden_size // num_heads < 32:
         raise ValueError(f"head_dim {hidden_size // num_heads} < 32: vLLM's CPU attention needs >= 32")
@@ -67,15 +68,19 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, hidden_size: int = 128,
         intermediate_size=intermediate_size or 2 * hidden_size,
         max_position_embeddings=max_position_embeddings, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, torch_dtype="float32",
+        pad_token_id=tokenizer.pad_token_id, torch_dtype="float32", num_labels=1,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if reward:
+        model = LlamaForSequenceClassification(config)
+    else:
+        model = LlamaForCausalLM(config)
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "synthpref_tiny.json").write_text(json.dumps({"seed": seed, "hidden_size": hidden_size,
-                                                         "num_layers": num_layers, "num_heads": num_heads}))
+                                                         "num_layers": num_layers, "num_heads": num_heads,
+                                                         "reward": reward}))
     return out
 
 

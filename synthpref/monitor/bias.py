@@ -40,11 +40,22 @@ def pearson(acc: dict) -> float | None:
 def new_judge_stats() -> dict:
     """Per-judge sums: votes, failures, both-order pairs, flips; pairwise corr(P(a better), len a - len b)
     under "length", pointwise corr(score, len) under "score_length"."""
-    return {"votes": 0, "failed": 0, "both_orders": 0, "flips": 0, "length": new_corr(), "score_length": new_corr()}
+    return {"votes": 0, "failed": 0, "both_orders": 0, "flips": 0, "length": new_corr(), "score_length": new_corr(),
+            "prompt_tokens": 0, "completion_tokens": 0, "retries": 0}
+
+
+_COUNTS = ("votes", "failed", "both_orders", "flips", "prompt_tokens", "completion_tokens", "retries")
+
+
+def add_call(stats: dict, row: dict) -> None:
+    """Count one judge call's tokens and retries (every attempt after the first)."""
+    stats["prompt_tokens"] += row.get("prompt_tokens") or 0
+    stats["completion_tokens"] += row.get("completion_tokens") or 0
+    stats["retries"] += max(0, (row.get("attempts") or 1) - 1)
 
 
 def merge_judge_stats(a: dict, b: dict) -> dict:
-    out = {k: a.get(k, 0) + b.get(k, 0) for k in ("votes", "failed", "both_orders", "flips")}
+    out = {k: a.get(k, 0) + b.get(k, 0) for k in _COUNTS}
     for key in ("length", "score_length"):
         out[key] = merge(a.get(key, new_corr()), b.get(key, new_corr()))
     return out
@@ -55,7 +66,9 @@ def judge_report(stats: dict) -> dict:
     return {"votes": stats["votes"], "failed": stats["failed"], "both_order_pairs": both,
             "position_flip_rate": stats["flips"] / both if both else None,
             "length_correlation": pearson(stats["length"]),
-            "score_length_correlation": pearson(stats["score_length"])}
+            "score_length_correlation": pearson(stats["score_length"]),
+            "prompt_tokens": stats.get("prompt_tokens", 0), "completion_tokens": stats.get("completion_tokens", 0),
+            "retries": stats.get("retries", 0)}
 
 
 def add_agreement(acc: dict, votes: list) -> None:

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from synthpref.models.loading import chat_prompt_ids
+from synthpref.models.loading import chat_prompt_ids, resolve_dtype
 from synthpref.sampling import reaper
 
 
@@ -36,8 +36,9 @@ class EngineActor:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
+        self.dtype = resolve_dtype(engine.get("dtype", "auto"), self.on_gpu)
         kwargs: dict[str, Any] = dict(
-            model=model, max_model_len=engine["max_model_len"], dtype=engine.get("dtype", "auto"),
+            model=model, max_model_len=engine["max_model_len"], dtype=self.dtype,
             enforce_eager=engine.get("enforce_eager", True), seed=engine.get("seed", 0),
             enable_prefix_caching=engine.get("enable_prefix_caching", True),
             max_logprobs=logprobs_k,
@@ -57,7 +58,7 @@ class EngineActor:
     # -- helpers -------------------------------------------------------------------------------
     def info(self) -> dict:
         return {"pid": os.getpid(), "model": self.model, "max_model_len": self.max_model_len, "served": self.served,
-                "cores": self.cores, "engine_pids": self._reaper.pids if self._reaper else []}
+                "cores": self.cores, "dtype": self.dtype, "engine_pids": self._reaper.pids if self._reaper else []}
 
     def render(self, messages: list[dict]) -> list[int]:
         return chat_prompt_ids(self.tokenizer, messages)

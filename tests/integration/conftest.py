@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthpref.config import EngineConfig, RayConfig
+from synthpref.config import EngineConfig, PoolConfig, RayConfig
 
 
 @pytest.fixture(scope="session")
@@ -19,14 +19,14 @@ def ray_session():
 @pytest.fixture(scope="session")
 def sampler_group(ray_session, tiny_model):
     from synthpref.sampling.group import SamplerGroup
-    group = SamplerGroup(tiny_model, EngineConfig(max_model_len=512), num_engines=2, chunk_size=4)
+    group = SamplerGroup(tiny_model, EngineConfig(max_model_len=512), PoolConfig(replicas=2), chunk_size=4)
     yield group
     group.shutdown()
 
 
 @pytest.fixture(scope="session")
 def judge_group(ray_session, first_judge_model):
-    from synthpref.sampling.group import EngineGroup
-    group = EngineGroup(first_judge_model, EngineConfig(max_model_len=1024), num_engines=1)
+    from synthpref.sampling.group import engine_pool
+    group = engine_pool("judge", first_judge_model, EngineConfig(max_model_len=1024))
     yield group
     group.shutdown()

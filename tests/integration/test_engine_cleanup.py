@@ -2,7 +2,6 @@ import time
 
 import psutil
 import pytest
-import ray
 
 from synthpref.config import EngineConfig
 from tests.helpers import vllm_processes
@@ -12,10 +11,10 @@ pytestmark = pytest.mark.integration
 
 def test_killed_actor_leaves_no_engine_processes(ray_session, tiny_model):
     """kill -9 of an engine actor: its vLLM EngineCore must not live on as an orphan (STACK.md)."""
-    from synthpref.sampling.group import EngineGroup
+    from synthpref.sampling.group import engine_pool
 
-    group = EngineGroup(tiny_model, EngineConfig(max_model_len=256, kv_cache_gib=1), num_engines=1)
-    info = group.infos[0]
+    group = engine_pool("cleanup", tiny_model, EngineConfig(max_model_len=256, kv_cache_gib=1))
+    info = group.infos()[0]
     assert info["engine_pids"] and all(psutil.pid_exists(pid) for pid in info["engine_pids"])
     psutil.Process(info["pid"]).kill()                       # the actor dies without shutting its engine down
     deadline = time.time() + 30
@@ -23,5 +22,4 @@ def test_killed_actor_leaves_no_engine_processes(ray_session, tiny_model):
         time.sleep(0.5)
     alive = [p for p in vllm_processes() if p.pid in info["engine_pids"]]
     assert alive == []
-    for actor in group.actors:
-        ray.kill(actor)
+    group.shutdown()

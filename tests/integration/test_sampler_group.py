@@ -16,7 +16,7 @@ def test_two_engines_share_the_work_with_recorded_seeds(sampler_group):
     assert len({r["sample_id"] for r in rows}) == 18
     assert len({r["seed"] for r in rows}) == 18
     assert all(0 < r["n_tokens"] <= 8 and r["finish_reason"] in ("length", "stop") for r in rows)
-    infos = sampler_group.group.call_all("info")
+    infos = sampler_group.pool.call_all("info")
     assert sorted(i["cores"] for i in infos) == ["0", "1"]          # one core each, not both on core 0
     assert all(i["served"] > 0 for i in infos)                      # least-loaded dispatch used both
     again, _ = sampler_group.sample(prompts(6), k=3, max_tokens=8, temperature=1.0, top_p=1.0, base_seed=7)

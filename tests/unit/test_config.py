@@ -59,7 +59,8 @@ def test_unknown_key_in_file(tmp_path):
     ("judging.tie_margin=0.5", "judging.tie_margin"),
     ("judging.max_pairs_per_prompt=0", "judging.max_pairs_per_prompt"),
     ("judging.judges.0.chunk_size=0", "judging.judges.0.chunk_size"),
-    ("policy.num_engines=0", "policy.num_engines"),
+    ("policy.pool.replicas=0", "policy.pool.replicas"),
+    ("judging.judges.0.pool.max_replicas=0", "judging.judges.0.pool.max_replicas"),
     ("policy.max_tokens=1024", "policy.max_tokens"),
 ])
 def test_cross_field_validation(tmp_path, override, message):
