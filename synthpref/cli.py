@@ -7,15 +7,16 @@ import signal
 import sys
 from pathlib import Path
 
-from synthpref.config import ConfigError, LabelConfig, describe_keys, load_config, validate_label_config
+from synthpref.config import (ConfigError, EvalJudgeConfig, LabelConfig, describe_keys, load_config,
+                              validate_eval_config, validate_label_config)
 from synthpref.data.shards import FingerprintMismatch
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
-def _label_help() -> str:
+def _keys_help(cls) -> str:
     return ("Config keys (set them in the YAML file or override with key.sub=value; list items by index,\n"
-            "e.g. judging.judges.0.verdict=text):\n" + "\n".join(describe_keys(LabelConfig)))
+            "e.g. judging.judges.0.verdict=text):\n" + "\n".join(describe_keys(cls)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Sample k completions per prompt, pair them, judge every pair in both "
                                        "orders with a jury, and write a preference dataset. Rerunning the same "
                                        "command resumes: finished shards are skipped.",
-                           epilog=_label_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog=_keys_help(LabelConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     label.add_argument("--config", help="YAML config file (keys listed below)")
     label.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied in order")
+
+    ev = sub.add_parser("eval-judge", help="a judge's or a jury's agreement with human preference labels",
+                        description="Judge human-labelled pairs (hh-rlhf transcripts or chosen/rejected rows) in "
+                                    "both orders and report agreement with the human choice, position consistency, "
+                                    "flip rate, length correlation and failures, as a table and as JSON.",
+                        epilog=_keys_help(EvalJudgeConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--config", help="YAML config file with data: and judging: (keys listed below)")
+    ev.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied in order")
 
     tiny = sub.add_parser("tiny-model", help="build a tiny Llama model + tokenizer with a chat template (no download)")
     tiny.add_argument("out", help="output directory")
@@ -36,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--hidden-size", type=int, default=128, help="hidden size (head_dim = hidden/heads >= 32)")
     tiny.add_argument("--layers", type=int, default=2, help="number of decoder layers")
     tiny.add_argument("--heads", type=int, default=2, help="attention heads")
+    tiny.add_argument("--reward", action="store_true", help="a one-logit sequence-classification reward model")
 
     demo = sub.add_parser("demo", help="the label job on the embedded default: tiny models built on the spot, local Ray",
                           description="Builds a tiny policy and a tiny judge, writes a demo prompt set, and runs "
@@ -93,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "label":
             print_summary(cmd_label(args.config, args.overrides))
+        elif args.command == "eval-judge":
+            from synthpref.algorithms.eval_judge import format_table, run_eval_judge
+            report = run_eval_judge(validate_eval_config(load_config(EvalJudgeConfig, args.config, args.overrides)))
+            print(format_table(report))
+            print(json.dumps(report, indent=2))
         elif args.command == "demo":
             print_summary(cmd_demo(args.output_dir, args.overrides))
         elif args.command == "tiny-model":
             from synthpref.models.tiny import build_tiny_model
             path = build_tiny_model(args.out, seed=args.seed, hidden_size=args.hidden_size,
-                                    num_layers=args.layers, num_heads=args.heads)
+                                    num_layers=args.layers, num_heads=args.heads, reward=args.reward)
             print(f"tiny model written to {path}")
     except (ConfigError, FileNotFoundError, FingerprintMismatch) as exc:
         print(f"synthpref: error: {exc}", file=sys.stderr)

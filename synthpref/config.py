@@ -132,6 +132,17 @@ class LabelConfig:
     judging: JudgingConfig = field(default_factory=JudgingConfig)
 
 
+@dataclass
+class EvalJudgeConfig:
+    """`synthpref eval-judge`: a judge's or a jury's agreement with human preference labels."""
+    output: str = field(default="", metadata={"help": 'write the report JSON here ("" = print only)'})
+    progress: bool = field(default=True, metadata={"help": 'show progress bars'})
+    chunk_pairs: int = field(default=64, metadata={"help": 'pairs judged per round (progress and memory)'})
+    ray: RayConfig = field(default_factory=RayConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    judging: JudgingConfig = field(default_factory=JudgingConfig)
+
+
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
@@ -253,12 +264,12 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -
     return from_dict(cls, tree)
 
 
-def validate_label_config(cfg: LabelConfig) -> LabelConfig:
-    """Cross-field checks that a type annotation cannot express."""
-    if not cfg.judging.judges:
+def validate_judging(judging: JudgingConfig) -> None:
+    """Checks of the jury that a type annotation cannot express."""
+    if not judging.judges:
         raise ConfigError("judging.judges: at least one judge is required")
     seen = set()
-    for i, judge in enumerate(cfg.judging.judges):
+    for i, judge in enumerate(judging.judges):
         key = f"judging.judges.{i}"
         if not judge.id:
             raise ConfigError(f"{key}.id: every judge needs an id")
@@ -283,10 +294,26 @@ def validate_label_config(cfg: LabelConfig) -> LabelConfig:
             raise ConfigError(f"{key}.chunk_size: must be >= 1")
         if judge.max_tokens < 1:
             raise ConfigError(f"{key}.max_tokens: must be >= 1")
-    if cfg.judging.jury_rule == "weighted" and sum(j.weight for j in cfg.judging.judges) <= 0:
+    if judging.jury_rule == "weighted" and sum(j.weight for j in judging.judges) <= 0:
         raise ConfigError("judging.judges: jury_rule=weighted needs at least one judge with weight > 0")
-    if cfg.judging.max_pairs_per_prompt is not None and cfg.judging.max_pairs_per_prompt < 1:
+    if judging.max_pairs_per_prompt is not None and judging.max_pairs_per_prompt < 1:
         raise ConfigError("judging.max_pairs_per_prompt: must be >= 1 (or null for all pairs)")
+    if not 0 <= judging.tie_margin < 0.5:
+        raise ConfigError("judging.tie_margin: must be in [0, 0.5)")
+
+
+def validate_eval_config(cfg: EvalJudgeConfig) -> EvalJudgeConfig:
+    validate_judging(cfg.judging)
+    if not cfg.data.path:
+        raise ConfigError("data.path: no human-labelled pairs given")
+    if cfg.chunk_pairs < 1:
+        raise ConfigError("chunk_pairs: must be >= 1")
+    return cfg
+
+
+def validate_label_config(cfg: LabelConfig) -> LabelConfig:
+    """Cross-field checks that a type annotation cannot express."""
+    validate_judging(cfg.judging)
     validate_pool(cfg.policy.pool, "policy.pool")
     if cfg.policy.chunk_size < 1:
         raise ConfigError("policy.chunk_size: must be >= 1")
@@ -297,8 +324,6 @@ def validate_label_config(cfg: LabelConfig) -> LabelConfig:
         raise ConfigError("policy.samples_per_prompt: need at least 2 completions to make a pair")
     if cfg.data.shard_size < 1:
         raise ConfigError("data.shard_size: must be >= 1")
-    if not 0 <= cfg.judging.tie_margin < 0.5:
-        raise ConfigError("judging.tie_margin: must be in [0, 0.5)")
     if not cfg.data.path:
         raise ConfigError("data.path: no prompt source given")
     return cfg

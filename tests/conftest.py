@@ -37,3 +37,9 @@ def first_judge_model(tmp_path_factory):
     from tests.helpers import train_always_first_judge
     train_always_first_judge(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory):
+    from synthpref.models.tiny import build_tiny_model
+    return str(build_tiny_model(tmp_path_factory.mktemp("models") / "reward", seed=5, reward=True))

@@ -44,3 +44,68 @@ def train_always_first_judge(path: str, steps: int = 60) -> None:
         opt.step()
         opt.zero_grad()
     model.save_pretrained(path, safe_serialization=True)
+
+
+def label_command(config: dict, workdir, *overrides: str) -> list[str]:
+    """The `synthpref label` command line for `config` (written to workdir/job.yaml)."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(workdir) / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return [sys.executable, "-m", "synthpref.cli", "label", "--config", str(path), "progress=false", *overrides]
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_openai_server(model: str, log_path, api_key: str, served_name: str = "tiny-judge"):
+    """vLLM's own OpenAI-compatible server on loopback (STACK.md: `python -m vllm.entrypoints.openai.api_server`).
+    Returns (process, base_url) once /health answers."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                             "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
+                             "--max-model-len", "1024", "--enforce-eager", "--api-key", api_key],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vLLM server exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    stop_process_group(proc)
+    raise RuntimeError(f"vLLM server did not answer /health within 300 s; see {log_path}")
+
+
+def stop_process_group(proc) -> None:
+    import os
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

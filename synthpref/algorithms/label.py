@@ -161,6 +161,8 @@ def label_shards(todo: list[Shard], cfg: LabelConfig, store: ShardStore, metrics
                          **{k: v for k, v in counts.items() if k not in ("judges", "judge_agreement", "sampling_errors")}})
         requests.close()
         bar.close()
+        pools = ([sampler.pool] if sampler else []) + list(jury.pools.values())
+        metrics.log({"event": "pools", "pools": {p.name: p.stats for p in pools}})
 
 
 def run_label(cfg: LabelConfig) -> dict:

@@ -92,7 +92,8 @@ class EngineActor:
 
     # -- work ----------------------------------------------------------------------------------
     def generate(self, requests: list[dict]) -> list[dict]:
-        """Each request: messages, max_tokens, temperature, top_p, seed. One completion each."""
+        """Each request: messages, max_tokens, temperature, top_p, seed (ignore_eos: always generate
+        max_tokens, for benchmarks). One completion each."""
         from vllm import SamplingParams
 
         self.served += len(requests)
@@ -100,6 +101,7 @@ class EngineActor:
         params = [SamplingParams(n=1, max_tokens=requests[i]["max_tokens"],
                                  temperature=requests[i].get("temperature", 1.0),
                                  top_p=requests[i].get("top_p", 1.0), seed=requests[i].get("seed"),
+                                 ignore_eos=requests[i].get("ignore_eos", False),
                                  logprobs=0 if requests[i].get("temperature", 1.0) > 0 else None)
                   for i in index]
         start = time.perf_counter()

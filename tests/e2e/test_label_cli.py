@@ -139,7 +139,8 @@ def test_sampled_job_outputs(sampled_job):
     prov = json.loads(prefs[0]["provenance"])
     assert prov["judges"][0]["template_hash"] == judgments[0]["template_hash"] and len(prov["seeds"]) == 2
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["event"] for m in metrics] == ["start", "shard", "shard", "shard", "end"]
+    assert [m["event"] for m in metrics if m["event"] != "replica_ready"] == ["start", "shard", "shard", "shard", "pools", "end"]
+    assert sorted(m["pool"] for m in metrics if m["event"] == "replica_ready") == ["judge:tiny", "sampler"]
 
 
 def test_preferences_load_in_datasets_and_train_trl_dpo(sampled_job, tiny_model):

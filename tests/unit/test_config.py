@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from synthpref.config import (ConfigError, LabelConfig, describe_keys, load_config, validate_label_config)
@@ -83,7 +85,7 @@ def test_every_key_has_help():
     assert undocumented == []
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "ci-tiny.yaml", "hh-rlhf-jury.yaml", "qwen7b-policy-llama70b-jury-8gpu.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")))
 def test_shipped_configs_are_valid(name):
     from pathlib import Path
     path = Path(__file__).resolve().parents[2] / "configs" / name
