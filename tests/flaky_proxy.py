@@ -12,14 +12,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 FAULTS = ("429", "500", "garbage", "timeout")
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256     # every concurrent client connects: no refusals the proxy would not count
+
+
 class FlakyProxy:
-    def __init__(self, upstream: str, fault_rate: float = 0.3, hang_s: float = 3.0, seed: int = 0):
+    def __init__(self, upstream: str, fault_rate: float = 0.3, hang_s: float = 3.0, seed: int = 0,
+                 client_timeout_s: float = 2.0):
         self.upstream, self.fault_rate, self.hang_s = upstream.rstrip("/"), fault_rate, hang_s
+        self.client_timeout_s = client_timeout_s
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests: Counter = Counter()   # chat requests by max_tokens
-        self.faults: Counter = Counter()     # (max_tokens, fault kind)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.faults: Counter = Counter()     # (max_tokens, fault kind); "slow": the upstream outlasted the client
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -54,11 +60,15 @@ class FlakyProxy:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-            def _forward(self, method: str, body: bytes | None) -> None:
+            def _forward(self, method: str, body: bytes | None, max_tokens: int = 0) -> None:
                 import httpx
+                start = time.monotonic()
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
                 resp = httpx.request(method, proxy.upstream + self.path.removeprefix("/v1"), content=body,
                                      headers=headers, timeout=120)
+                if method == "POST" and time.monotonic() - start > 0.9 * proxy.client_timeout_s:
+                    with proxy.lock:     # the client gave up on this one: a fault the proxy did not inject
+                        proxy.faults[(max_tokens, "slow")] += 1
                 self._send(resp.status_code, resp.content, {"Content-Type": resp.headers.get("content-type", "")})
 
             def do_GET(self):
@@ -78,6 +88,6 @@ class FlakyProxy:
                     time.sleep(proxy.hang_s)
                     self._send(504, b"too late")
                 else:
-                    self._forward("POST", body)
+                    self._forward("POST", body, max_tokens)
 
         return Handler
