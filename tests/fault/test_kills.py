@@ -78,7 +78,9 @@ def test_kill_9_judge_replica_mid_job(tmp_path, first_judge_model):
     assert [e["pid"] for e in lost] == [victim["pid"]]
     rows = pq.read_table(out / "judgments").to_pylist()
     assert len(rows) == 96 * 2 == len({(r["pair_id"], r["judge_id"], r["order"]) for r in rows})
-    assert all(r["verdict"] != "FAILED" for r in rows)                    # lost chunks ran again elsewhere
+    # lost chunks ran again elsewhere: no verdict failed for the kill (the tiny judge's own unparseable
+    # answers, e.g. "[[A]", are FAILED with their raw text, as always)
+    assert all(r["error"] is None or r["error"].startswith("unparseable verdict") for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["judgments"] == 192 and summary["counts"]["pairs"] == 96
     assert no_new_vllm_processes(before) == []
