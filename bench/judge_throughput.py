@@ -25,8 +25,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-WORDS = ("sea light water bread garden river mountain city music story answer question careful simple "
-         "honest helpful quick slow bright quiet green blue stone cloud winter summer teacher doctor").split()
+# words the tiny tokenizer encodes as one token each, so token counts are like a real tokenizer's
+WORDS = ("a about and answer assistant at bake better bread brown capital carbon clearly dawn day dioxide do "
+         "dog eat every flour fold food for fox from grey harm healthy hello helpful how in into is it judge "
+         "jumps knead lazy length let light longer make model must not of one or over oxygen plants poem "
+         "question quick response rise salt sea sentence short sleep staying stones story sugar sunlight the").split()
 
 
 def fresh_texts(seed: int, n: int, words: int) -> list[str]:
@@ -35,9 +38,10 @@ def fresh_texts(seed: int, n: int, words: int) -> list[str]:
 
 
 def fresh_pairs(rep: int, n: int):
-    """n (conversation, a, b) triples never seen before (rep keys the text)."""
-    questions = fresh_texts(1000 + rep, n, 40)
-    a, b = fresh_texts(2000 + rep, n, 60), fresh_texts(3000 + rep, n, 60)
+    """n (conversation, a, b) triples never seen before (rep keys the text): a ~190-token conversation and
+    two ~55-token responses, so a judge prompt is ~400 tokens as in STACK.md."""
+    questions = fresh_texts(1000 + rep, n, 180)
+    a, b = fresh_texts(2000 + rep, n, 50), fresh_texts(3000 + rep, n, 50)
     return [([{"role": "user", "content": q}], x, y) for q, x, y in zip(questions, a, b)]
 
 
@@ -70,7 +74,7 @@ def measure_raw(model: str, args) -> dict:
 
     from synthpref.models.loading import chat_prompt_ids, resolve_dtype
     llm = LLM(model=model, max_model_len=1024, dtype=resolve_dtype("auto", False), enforce_eager=True,
-              enable_prefix_caching=True, max_logprobs=20)
+              enable_prefix_caching=True, enable_chunked_prefill=False, max_logprobs=20)   # as EngineActor on CPU
     tok = llm.get_tokenizer()
     ids = [tok.encode(s, add_special_tokens=False)[0] for s in ("A", "B")]
 
@@ -114,14 +118,14 @@ def measure_pools(model: str, args) -> dict:
         from synthpref.judging import templates
         reqs = [{"messages": templates.pairwise_messages(templates.PAIRWISE_TEXT, conv, a, b), "max_tokens": 64,
                  "temperature": 0.0, "ignore_eos": True} for conv, a, b in fresh_pairs(300 + rep, args.pairs)]
-        pool.run("generate", reqs, chunk_size=64)
+        pool.run("generate", reqs, chunk_size=256)
     out["pool_logprob"] = best_rate(both_orders, args.reps, args.pairs)
     out["pool_naive_text"] = best_rate(naive_text, args.reps, args.pairs)
     pool.shutdown()
 
     def sampler_rate(replicas: int, cores: str) -> float:
         group = SamplerGroup(model, EngineConfig(max_model_len=1024, kv_cache_gib=2, cpu_cores=cores),
-                             PoolConfig(replicas=replicas), chunk_size=max(1, args.pairs // replicas))
+                             PoolConfig(replicas=replicas))             # default chunking: an even share each
 
         class P:                                                    # a prompt row as the sampler reads it
             def __init__(self, pid, messages):
@@ -169,8 +173,8 @@ def measure_http(args) -> dict:
             jc = JudgeConfig(id="http", type="http", verdict="logprob", chunk_size=concurrency,
                              endpoint=EndpointConfig(base_url=f"http://127.0.0.1:{port}/v1", model="fake",
                                                      concurrency=concurrency))
-            pool_cfg = PoolConfig(replicas=replicas, max_inflight=1)
-            pool = ReplicaPool("http", http_spawner(jc, None, 1), pool_cfg)
+            pool_cfg = PoolConfig(replicas=replicas, max_inflight=2)      # the next chunk waits in the replica
+            pool = ReplicaPool("http", http_spawner(jc, None, 2), pool_cfg)
             judge = ModelJudge(jc, "pairwise", pool)
             n = 10 * inflight                                         # ten rounds of requests in flight
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from synthpref.config import (ConfigError, EvalJudgeConfig, LabelConfig, describe_keys, load_config,
                               validate_eval_config, validate_label_config)
 from synthpref.data.shards import FingerprintMismatch
+from synthpref.pool import PoolError
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FingerprintMismatch) as exc:
         print(f"synthpref: error: {exc}", file=sys.stderr)
         return 2
+    except PoolError as exc:   # the cluster cannot host a pool, or its replicas keep dying
+        print(f"synthpref: error: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

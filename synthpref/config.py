@@ -32,6 +32,7 @@ class EngineConfig:
     kv_cache_gib: float = field(default=1.0, metadata={"help": 'CPU engines: VLLM_CPU_KVCACHE_SPACE'})
     cpu_cores: str = field(default="auto", metadata={"help": 'CPU engines: "auto" hands out distinct cores, or e.g. "0-1"'})
     enable_prefix_caching: bool = field(default=True, metadata={"help": 'reuse KV cache across prompts that share a prefix (both orders of a pair)'})
+    chunked_prefill: Optional[bool] = field(default=None, metadata={"help": "null: off on CPU (vLLM 0.32's CPU engine crashes on seeded sampling when a prefix-cache hit meets chunked prefill), vLLM's default on GPU"})
     enforce_eager: bool = field(default=True, metadata={"help": 'skip CUDA graphs / torch.compile (needed on CPU)'})
     seed: int = field(default=0, metadata={"help": "engine's base random seed"})
 
@@ -86,7 +87,7 @@ class PolicyConfig:
     max_tokens: int = field(default=64, metadata={"help": 'new tokens per completion'})
     temperature: float = field(default=1.0, metadata={"help": 'sampling temperature'})
     top_p: float = field(default=1.0, metadata={"help": 'nucleus sampling threshold'})
-    chunk_size: int = field(default=32, metadata={"help": 'requests per dispatch to one engine'})
+    chunk_size: int = field(default=256, metadata={"help": 'most requests per dispatch to one engine (one vLLM batch); small shards are split evenly over the replicas'})
     engine: EngineConfig = field(default_factory=EngineConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
 
@@ -102,7 +103,7 @@ class JudgeConfig:
     rationale: bool = field(default=False, metadata={"help": 'text verdicts: ask for reasoning before the verdict'})
     max_tokens: int = field(default=256, metadata={"help": 'text verdicts'})
     weight: float = field(default=1.0, metadata={"help": 'jury_rule=weighted'})
-    chunk_size: int = field(default=64, metadata={"help": 'judge requests per dispatch to one replica (reward models: the batch size)'})
+    chunk_size: int = field(default=256, metadata={"help": 'most judge requests per dispatch to one replica (one vLLM batch; reward models: the batch size); small shards are split evenly over the replicas'})
     usd_per_1m_prompt_tokens: Optional[float] = field(default=None, metadata={"help": 'price of a million prompt tokens, for cost per label in the summary'})
     usd_per_1m_completion_tokens: Optional[float] = field(default=None, metadata={"help": 'price of a million completion tokens'})
     engine: EngineConfig = field(default_factory=EngineConfig)

@@ -1,6 +1,7 @@
 """ReplicaPool: replicas of one Ray actor behind one queue of work, kept busy, bounded and fault tolerant.
 
-- `Job` cuts a list of request dicts into chunks. Each replica holds at most `max_inflight` chunks
+- `Job` cuts a list of request dicts into chunks (at most `chunk_size`, and no more than an even share
+  per replica, so a small job still reaches every replica). Each replica holds at most `max_inflight` chunks
   (backpressure: the rest wait in the driver, not in Ray's queues), and the next chunk goes to the
   replica with the least work in flight, so every engine stays busy.
 - A chunk whose replica dies (kill -9, a lost node) goes back to the queue and runs on a live replica;
@@ -70,6 +71,8 @@ class Job:
                  on_done: Callable[[int], None] | None = None):
         self.pool, self.method, self.requests, self.on_done = pool, method, requests, on_done
         self.results: list[Any] = [None] * len(requests)
+        # small jobs are split evenly so that every replica gets work; large ones in chunks of chunk_size
+        chunk_size = max(1, min(chunk_size, -(-len(requests) // max(1, len(pool.replicas)))))
         self.queue = deque(Chunk(s, min(s + chunk_size, len(requests))) for s in range(0, len(requests), chunk_size))
         self.remaining = len(self.queue)
 

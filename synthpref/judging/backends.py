@@ -81,12 +81,14 @@ class ModelJudge(PooledJudge):
         self.template = templates.get_template(cfg.template, mode, cfg.verdict)
         self.template_hash = self.template.hash
 
-    def _job(self, messages: list[list[dict]], on_done: Progress) -> Job:
+    def _job(self, messages: list[list[dict]], groups: list[str], on_done: Progress) -> Job:
+        """`groups`: requests sharing a prompt prefix (both orders of a pair), for the engine's prefix cache."""
         if self.cfg.verdict == "logprob":
             choices = {label: CHOICE_SPELLINGS(label) for label in self.template.choices}
-            reqs = [{"messages": m, "choices": choices} for m in messages]
+            reqs = [{"messages": m, "choices": choices, "prefix_group": g} for m, g in zip(messages, groups)]
             return Job(self.pool, "choice_logprobs", reqs, self.cfg.chunk_size, on_done)
-        reqs = [{"messages": m, "max_tokens": self.cfg.max_tokens, "temperature": 0.0} for m in messages]
+        reqs = [{"messages": m, "max_tokens": self.cfg.max_tokens, "temperature": 0.0, "prefix_group": g}
+                for m, g in zip(messages, groups)]
         return Job(self.pool, "generate", reqs, self.cfg.chunk_size, on_done)
 
     def _outputs(self, job: Job) -> list[dict]:
@@ -130,7 +132,7 @@ class ModelJudge(PooledJudge):
     def start_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> Pending:
         messages = [templates.pairwise_messages(self.template, r.conversation, r.first, r.second, self.cfg.rationale)
                     for r in requests]
-        job = self._job(messages, on_done)
+        job = self._job(messages, [r.pair_id for r in requests], on_done)
         return Pending([job], lambda: [
             judgment_row(self.id, self.template_hash, r.pair_id, r.order, **self._common(out), **self._pair_fields(out))
             for r, out in zip(requests, self._outputs(job))])
@@ -138,7 +140,7 @@ class ModelJudge(PooledJudge):
     def start_scores(self, requests: list[PointRequest], on_done: Progress = None) -> Pending:
         messages = [templates.pointwise_messages(self.template, r.conversation, r.response, self.cfg.rationale)
                     for r in requests]
-        job = self._job(messages, on_done)
+        job = self._job(messages, [None] * len(requests), on_done)
         return Pending([job], lambda: [
             judgment_row(self.id, self.template_hash, r.pair_id, "point", **self._common(out), **self._score_fields(out))
             for r, out in zip(requests, self._outputs(job))])

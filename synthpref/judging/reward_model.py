@@ -47,6 +47,7 @@ class RewardModelActor:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
         self.max_len = engine.get("max_model_len", 1024)
         self.name, self.cores, self.dtype = model, cores, dtype
+        self.micro_batch = 16
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "model": self.name, "cores": self.cores, "dtype": self.dtype}
@@ -69,17 +70,21 @@ class RewardModelActor:
                 continue
             batch.append(ids)
             index.append(i)
-        if batch:
+        # micro-batches of similar lengths: little padding, bounded memory
+        by_length = sorted(range(len(batch)), key=lambda k: len(batch[k]))
+        for start_k in range(0, len(by_length), self.micro_batch):
+            part = by_length[start_k:start_k + self.micro_batch]
             start = time.perf_counter()
-            width = max(len(ids) for ids in batch)
+            width = max(len(batch[k]) for k in part)
             pad = self.model.config.pad_token_id
-            input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in batch], device=self.device)
-            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch], device=self.device)
+            input_ids = torch.tensor([batch[k] + [pad] * (width - len(batch[k])) for k in part], device=self.device)
+            mask = torch.tensor([[1] * len(batch[k]) + [0] * (width - len(batch[k])) for k in part], device=self.device)
             with torch.inference_mode():
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
-            latency = (time.perf_counter() - start) / len(batch)
-            for i, ids, value in zip(index, batch, logits):
-                results[i] = {"score": value, "prompt_tokens": len(ids), "completion_tokens": 0, "latency_s": latency}
+            latency = (time.perf_counter() - start) / len(part)
+            for k, value in zip(part, logits):
+                results[index[k]] = {"score": value, "prompt_tokens": len(batch[k]), "completion_tokens": 0,
+                                     "latency_s": latency}
         return results
 
     def shutdown(self) -> bool:

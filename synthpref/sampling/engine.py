@@ -25,6 +25,21 @@ def cpu_engine_env(cores: str | None, kv_cache_gib: float) -> dict[str, str]:
     return env
 
 
+def shared_prefix_order(prompts: list, params: list, keys: list, groups: list) -> tuple[list, list, list]:
+    """Reorder a batch so the first request of each prefix group (e.g. the (a, b) order of a pair) comes
+    before every second one ((b, a)). vLLM schedules first come first served and reuses only KV blocks
+    already computed, so the second order then finds the shared instructions and conversation in the
+    prefix cache; adjacent in one scheduler step, the two would both compute them."""
+    seen: dict = {}
+    phase = []
+    for g in groups:
+        phase.append(seen.get(g, 0) if g is not None else 0)
+        if g is not None:
+            seen[g] = seen.get(g, 0) + 1
+    order = sorted(range(len(prompts)), key=lambda k: (phase[k], k))
+    return [prompts[k] for k in order], [params[k] for k in order], [keys[k] for k in order]
+
+
 class EngineActor:
     """Wraps `vllm.LLM`. Methods take plain lists of request dicts and never raise for one bad request."""
 
@@ -44,6 +59,9 @@ class EngineActor:
             max_logprobs=logprobs_k,
             tensor_parallel_size=engine.get("tensor_parallel_size", 1),
         )
+        chunked = engine.get("chunked_prefill")
+        if chunked is not None or not self.on_gpu:
+            kwargs["enable_chunked_prefill"] = bool(chunked)   # off on CPU unless asked: see EngineConfig
         if self.on_gpu:
             kwargs["gpu_memory_utilization"] = engine.get("gpu_memory_utilization", 0.9)
             if engine.get("tensor_parallel_size", 1) > 1:
@@ -104,6 +122,7 @@ class EngineActor:
                                  ignore_eos=requests[i].get("ignore_eos", False),
                                  logprobs=0 if requests[i].get("temperature", 1.0) > 0 else None)
                   for i in index]
+        prompts, params, index = shared_prefix_order(prompts, params, index, [requests[i].get("prefix_group") for i in index])
         start = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
         latency = (time.perf_counter() - start) / max(1, len(prompts))
@@ -136,10 +155,12 @@ class EngineActor:
             batch.append(prompt)
             params.append(SamplingParams(max_tokens=1, temperature=0.0,
                                          logprob_token_ids=sorted({t for ids in token_map.values() for t in ids})))
+        keys = list(token_maps)
+        batch, params, keys = shared_prefix_order(batch, params, keys, [requests[i].get("prefix_group") for i in keys])
         start = time.perf_counter()
         outputs = self.llm.generate(batch, params, use_tqdm=False) if batch else []
         latency = (time.perf_counter() - start) / max(1, len(batch))
-        for i, out in zip(token_maps, outputs):
+        for i, out in zip(keys, outputs):
             comp = out.outputs[0]
             top = comp.logprobs[0] if comp.logprobs else {}
             results[i] = {"logprobs": {label: [top[t].logprob for t in ids if t in top]

@@ -41,7 +41,7 @@ def sample_seed(base_seed: int, prompt_id: str, index: int) -> int:
 class SamplerGroup:
     """k completions per prompt from a group of vLLM engines, with a recorded seed for each."""
 
-    def __init__(self, model: str, engine: EngineConfig, pool: PoolConfig | None = None, chunk_size: int = 32,
+    def __init__(self, model: str, engine: EngineConfig, pool: PoolConfig | None = None, chunk_size: int = 256,
                  events: Callable[[dict], None] | None = None):
         self.pool = engine_pool("sampler", model, engine, pool, events)
         self.model = model
@@ -56,7 +56,7 @@ class SamplerGroup:
             for j in range(k):
                 seed = sample_seed(base_seed, p.prompt_id, j)
                 requests.append({"messages": p.messages, "max_tokens": max_tokens, "temperature": temperature,
-                                 "top_p": top_p, "seed": seed})
+                                 "top_p": top_p, "seed": seed, "prefix_group": p.prompt_id})
                 keys.append((p.prompt_id, j, seed))
         outputs = self.pool.run("generate", requests, self.chunk_size, on_done)
         rows, errors = [], []

@@ -208,3 +208,16 @@ def test_a_changed_config_in_the_same_output_dir_is_refused(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "synthpref.cli", "label", "--config", str(tmp_path / "job.yaml"),
                            "judging.both_orders=false"], capture_output=True, text=True)
     assert proc.returncode == 2 and "another config" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_pool_the_cluster_cannot_host_fails_in_time_naming_the_resource(tmp_path, tiny_model):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "q", "completions": ["a", "b"]}) + "\n")
+    judge = {"id": "gpu-judge", "model": tiny_model, "engine": {"num_gpus": 1}, "pool": {"start_timeout_s": 3}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "data": {"path": str(tmp_path / "p.jsonl")},
+                                    "judging": {"judges": [judge]}}))
+    proc = subprocess.run([sys.executable, "-m", "synthpref.cli", "label", "--config", str(path), "progress=false"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3
+    assert "pool judge:gpu-judge: replica 0 did not start within 3s" in proc.stderr
+    assert "GPU: needs 1, cluster has 0" in proc.stderr

@@ -30,3 +30,13 @@ def test_one_over_long_prompt_does_not_sink_the_batch(sampler_group):
     rows, errors = sampler_group.sample(batch, k=2, max_tokens=8, temperature=1.0, top_p=1.0, base_seed=1)
     assert len(rows) == 6
     assert len(errors) == 2 and all("prompt_too_long" in e["error"] for e in errors)
+
+
+def test_seeded_samples_of_long_shared_prompts(sampler_group):
+    """k seeded samples of prompts longer than a KV block hit the prefix cache; vLLM 0.32's CPU engine
+    crashed on that with chunked prefill ("CPU Generator does not use offset"): engines turn it off."""
+    from types import SimpleNamespace
+    long = [SimpleNamespace(prompt_id=f"long{i}", messages=[{"role": "user", "content": f"{i} " + "the sea " * 150}])
+            for i in range(8)]
+    rows, errors = sampler_group.sample(long, k=3, max_tokens=8, temperature=1.0, top_p=1.0, base_seed=3)
+    assert errors == [] and len(rows) == 24

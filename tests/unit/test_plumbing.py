@@ -69,3 +69,12 @@ def test_function_judge_scores_each_text_once_across_both_orders():
     rows = judge.judge_pairs([PairRequest("p", "ab", conv, "long one", "x"), PairRequest("p", "ba", conv, "x", "long one")])
     assert [r["verdict"] for r in rows] == ["A", "B"]
     assert sorted(CALLS) == ["long one", "x"]
+
+
+def test_shared_prefix_order_puts_every_first_order_before_any_second():
+    from synthpref.sampling.engine import shared_prefix_order
+    prompts = ["p0ab", "p0ba", "p1ab", "p1ba", "x", "p2ab", "p2ba"]
+    groups = ["p0", "p0", "p1", "p1", None, "p2", "p2"]
+    ordered, params, keys = shared_prefix_order(prompts, list(range(7)), list(range(7)), groups)
+    assert ordered == ["p0ab", "p1ab", "x", "p2ab", "p0ba", "p1ba", "p2ba"]
+    assert params == keys == [0, 2, 4, 5, 1, 3, 6]          # params and result keys move with their prompt
