@@ -48,6 +48,10 @@ class EngineActor:
         self.on_gpu = engine.get("num_gpus", 0) > 0 or engine.get("tensor_parallel_size", 1) > 1
         if not self.on_gpu:
             os.environ.update(cpu_engine_env(cores, engine.get("kv_cache_gib", 1.0)))
+        in_process = engine.get("in_process")
+        in_process = (not self.on_gpu) if in_process is None else bool(in_process)
+        # read by vLLM when the engine is built: 0 keeps EngineCore in this process (no spawned children)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 

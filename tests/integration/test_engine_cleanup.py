@@ -10,10 +10,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_killed_actor_leaves_no_engine_processes(ray_session, tiny_model):
-    """kill -9 of an engine actor: its vLLM EngineCore must not live on as an orphan (STACK.md)."""
+    """kill -9 of an engine actor whose EngineCore runs in child processes (the GPU default, here forced on
+    CPU): the children must not live on as orphans (STACK.md)."""
     from synthpref.sampling.group import engine_pool
 
-    group = engine_pool("cleanup", tiny_model, EngineConfig(max_model_len=256, kv_cache_gib=1))
+    group = engine_pool("cleanup", tiny_model, EngineConfig(max_model_len=256, kv_cache_gib=1, in_process=False))
     info = group.infos()[0]
     assert info["engine_pids"] and all(psutil.pid_exists(pid) for pid in info["engine_pids"])
     psutil.Process(info["pid"]).kill()                       # the actor dies without shutting its engine down

@@ -19,6 +19,7 @@ def test_two_engines_share_the_work_with_recorded_seeds(sampler_group):
     infos = sampler_group.pool.call_all("info")
     assert sorted(i["cores"] for i in infos) == ["0", "1"]          # one core each, not both on core 0
     assert all(i["served"] > 0 for i in infos)                      # least-loaded dispatch used both
+    assert all(i["engine_pids"] == [] for i in infos)                # CPU default: engine core in the actor
     again, _ = sampler_group.sample(prompts(6), k=3, max_tokens=8, temperature=1.0, top_p=1.0, base_seed=7)
     assert [r["text"] for r in again] == [r["text"] for r in rows]  # a recorded seed reproduces its sample
     other, _ = sampler_group.sample(prompts(6), k=3, max_tokens=8, temperature=1.0, top_p=1.0, base_seed=8)
