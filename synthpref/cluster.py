@@ -38,6 +38,24 @@ def _cores_text(cores: list[int]) -> str:
     return ",".join(str(c) for c in cores)
 
 
+def parse_cores(text: str) -> list[int]:
+    """ "0-3,6" -> [0, 1, 2, 3, 6] (the syntax of VLLM_CPU_OMP_THREADS_BIND and taskset)."""
+    cores: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        cores += list(range(int(lo), int(hi or lo) + 1))
+    return cores
+
+
+def omp_binding_env(cores: str) -> dict[str, str]:
+    """OpenMP settings that pin an engine's threads to `cores`. They must be in the environment when the
+    process starts (the OpenMP runtime reads them when torch loads it), so an in-process CPU engine gets
+    them through its actor's runtime env; vLLM's own engine process sets the same ones when it spawns."""
+    listed = parse_cores(cores)
+    return {"OMP_NUM_THREADS": str(len(listed)), "OMP_PLACES": "{" + ",".join(map(str, listed)) + "}",
+            "OMP_PROC_BIND": "true"}
+
+
 def core_plan(n_engines: int, setting: str = "auto", cores: list[int] | None = None) -> list[str | None]:
     """Cores for each CPU engine of a group.
 

@@ -25,6 +25,18 @@ def cpu_engine_env(cores: str | None, kv_cache_gib: float) -> dict[str, str]:
     return env
 
 
+def pin_threads(cores: str) -> None:
+    """Restrict every thread of this process (and so the threads it starts later) to `cores`: with the
+    engine core in this process, its OpenMP threads then stay on the cores this replica was given."""
+    from synthpref.cluster import parse_cores
+    allowed = set(parse_cores(cores))
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []:
+        try:
+            os.sched_setaffinity(int(tid), allowed)
+        except OSError:                      # a thread that ended meanwhile
+            pass
+
+
 def shared_prefix_order(prompts: list, params: list, keys: list, groups: list) -> tuple[list, list, list]:
     """Reorder a batch so the first request of each prefix group (e.g. the (a, b) order of a pair) comes
     before every second one ((b, a)). vLLM schedules first come first served and reuses only KV blocks
@@ -52,6 +64,8 @@ class EngineActor:
         in_process = (not self.on_gpu) if in_process is None else bool(in_process)
         # read by vLLM when the engine is built: 0 keeps EngineCore in this process (no spawned children)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+        if in_process and cores and not self.on_gpu:
+            pin_threads(cores)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 

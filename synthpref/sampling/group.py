@@ -6,7 +6,7 @@ from typing import Callable
 
 import ray
 
-from synthpref.cluster import core_plan, engine_placement
+from synthpref.cluster import core_plan, engine_placement, omp_binding_env
 from synthpref.config import EngineConfig, PoolConfig
 from synthpref.data.schema import content_id
 from synthpref.pool import ReplicaPool, Spawned
@@ -23,7 +23,10 @@ def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cl
 
     def spawn(slot: int) -> Spawned:
         opts, demand, release = engine_placement(engine)
-        actor = remote_cls.options(**opts).remote(model, engine_dict, cores[slot % len(cores)])
+        slot_cores = cores[slot % len(cores)]
+        if slot_cores and engine.in_process is not False:          # in-process CPU engine: pin its OpenMP threads
+            opts["runtime_env"] = {"env_vars": omp_binding_env(slot_cores)}
+        actor = remote_cls.options(**opts).remote(model, engine_dict, slot_cores)
         return Spawned(actor, demand, release)
     return spawn
 

@@ -1,8 +1,18 @@
+import glob
+
 import pytest
 
 from synthpref.data.readers import PromptRow
 
 pytestmark = pytest.mark.integration
+
+
+def thread_affinities(pid: int) -> set[str]:
+    found = set()
+    for status in glob.glob(f"/proc/{pid}/task/*/status"):
+        with open(status) as fh:
+            found |= {line.split()[1] for line in fh if line.startswith("Cpus_allowed_list")}
+    return found
 
 
 def prompts(n, words=5):
@@ -20,6 +30,8 @@ def test_two_engines_share_the_work_with_recorded_seeds(sampler_group):
     assert sorted(i["cores"] for i in infos) == ["0", "1"]          # one core each, not both on core 0
     assert all(i["served"] > 0 for i in infos)                      # least-loaded dispatch used both
     assert all(i["engine_pids"] == [] for i in infos)                # CPU default: engine core in the actor
+    for info in infos:                                               # ... and every thread of it on its own core
+        assert thread_affinities(info["pid"]) == {info["cores"]}
     again, _ = sampler_group.sample(prompts(6), k=3, max_tokens=8, temperature=1.0, top_p=1.0, base_seed=7)
     assert [r["text"] for r in again] == [r["text"] for r in rows]  # a recorded seed reproduces its sample
     other, _ = sampler_group.sample(prompts(6), k=3, max_tokens=8, temperature=1.0, top_p=1.0, base_seed=8)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from synthpref.cluster import core_plan
+from synthpref.cluster import core_plan, omp_binding_env, parse_cores
 from synthpref.data.pairs import make_pairs
 from synthpref.monitor import bias
 
@@ -12,6 +12,11 @@ def test_core_plan_hands_out_disjoint_cores():
     assert core_plan(3, cores=[0, 1, 2, 3, 4, 5, 6]) == ["0-2", "3-4", "5-6"]
     assert core_plan(3, cores=[0, 1]) == ["0", "1", "0"]
     assert core_plan(2, setting="0-1") == ["0-1", "0-1"]
+
+
+def test_core_lists_and_their_openmp_binding():
+    assert parse_cores("0-3,6") == [0, 1, 2, 3, 6] and parse_cores("5") == [5]
+    assert omp_binding_env("2-3") == {"OMP_NUM_THREADS": "2", "OMP_PLACES": "{2,3}", "OMP_PROC_BIND": "true"}
 
 
 def test_pearson_from_sums_matches_numpy():
