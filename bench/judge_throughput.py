@@ -2,10 +2,11 @@
 
 At the 25M-parameter size of STACK.md (Llama, hidden 512, 8 layers), with fresh prompts every
 repetition (so no run reads another's prefix cache):
-  raw in-process vLLM (both-order logprob verdicts; sampling)  vs  the same work through JudgePool and
-  SamplerGroup on Ray; both-order logprob labels vs a naive single-order 64-token text verdict on the
+  raw in-process vLLM (both-order logprob verdicts; sampling; `vllm.LLM` with its default separate engine
+  process, and for sampling also with the engine core in-process as synthpref runs CPU engines)  vs  the
+  same work through JudgePool and SamplerGroup on Ray; both-order logprob labels vs a naive single-order 64-token text verdict on the
   same engine; two engines on the two cores vs one; and an HTTP judge against a loopback server with
-  injected latency, 1 vs 16 requests in flight.
+  injected latency, 1 vs 16 requests in flight (25 rounds each, so the steady state is measured).
 
     .venv/bin/python bench/judge_throughput.py [--pairs 64] [--reps 2] [--json out.json]
 """
@@ -90,6 +91,14 @@ def measure_raw(model: str, args) -> dict:
            "raw_sample": best_rate(sample, args.reps, args.pairs * 2 * 32)}
     llm.llm_engine.engine_core.shutdown()
     del llm
+    # the same sampling with vLLM's engine core in this process, as synthpref's CPU engines run it
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    llm = LLM(model=model, max_model_len=1024, dtype=resolve_dtype("auto", False), enforce_eager=True,
+              enable_prefix_caching=True, enable_chunked_prefill=False, max_logprobs=20)
+    out["raw_sample_inproc"] = best_rate(sample, args.reps, args.pairs * 2 * 32)
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING")
     return out
 
 
@@ -176,7 +185,7 @@ def measure_http(args) -> dict:
             pool_cfg = PoolConfig(replicas=replicas, max_inflight=2)      # the next chunk waits in the replica
             pool = ReplicaPool("http", http_spawner(jc, None, 2), pool_cfg)
             judge = ModelJudge(jc, "pairwise", pool)
-            n = 10 * inflight                                         # ten rounds of requests in flight
+            n = 25 * inflight                           # 25 rounds of requests in flight: the steady state
 
             def run(rep):
                 reqs = [PairRequest(f"p{i}", "ab", conv, a, b) for i, (conv, a, b) in enumerate(fresh_pairs(500 + rep, n))]
@@ -224,6 +233,8 @@ def print_table(r: dict) -> None:
     add("both-order logprob labels vs naive 64-token text verdict", "pool_logprob", "pool_naive_text", 2.0, "pairs/s")
     add("JudgePool (Ray) vs raw vLLM, both-order logprob", "pool_logprob", "raw_logprob", 0.9, "pairs/s")
     add("SamplerGroup (Ray) vs raw vLLM, sampling", "sampler_1_engine_2_cores", "raw_sample", 0.9, "tok/s")
+    add("SamplerGroup (Ray) vs raw vLLM, engine core in-process", "sampler_1_engine_2_cores", "raw_sample_inproc", 0.9, "tok/s")
+    add("raw vLLM: engine core in-process vs vLLM's default", "raw_sample_inproc", "raw_sample", 1.0, "tok/s")
     add("two engines on two cores vs one engine on one core", "sampler_2_engines", "sampler_1_engine_1_core", 1.6, "tok/s")
     add("two engines on two cores vs one engine on both cores", "sampler_2_engines", "sampler_1_engine_2_cores", 1.0, "tok/s")
     if "http_16" in r:

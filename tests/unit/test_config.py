@@ -92,6 +92,12 @@ def test_shipped_configs_are_valid(name):
     validate_label_config(load_config(LabelConfig, path))
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "configs" / "eval").glob("*.yaml")))
+def test_shipped_eval_configs_are_valid(name):
+    from synthpref.config import EvalJudgeConfig, validate_eval_config
+    validate_eval_config(load_config(EvalJudgeConfig, Path(__file__).resolve().parents[2] / "configs" / "eval" / name))
+
+
 def test_readme_documents_every_key():
     from pathlib import Path
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
