@@ -20,25 +20,28 @@ def _keys_help(cls) -> str:
             "e.g. judging.judges.0.verdict=text):\n" + "\n".join(describe_keys(cls)))
 
 
+def config_command(sub, name: str, cls: type, config_help: str, **texts) -> argparse.ArgumentParser:
+    """A subcommand that takes --config FILE and key.sub=value overrides, its keys listed in --help."""
+    cmd = sub.add_parser(name, epilog=_keys_help(cls), formatter_class=argparse.RawDescriptionHelpFormatter, **texts)
+    cmd.add_argument("--config", help=config_help)
+    cmd.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied in order")
+    return cmd
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthpref", description="Synthetic preference data at cluster scale.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    label = sub.add_parser("label", help="sample, pair, judge (both orders, jury) and write preferences",
-                           description="Sample k completions per prompt, pair them, judge every pair in both "
-                                       "orders with a jury, and write a preference dataset. Rerunning the same "
-                                       "command resumes: finished shards are skipped.",
-                           epilog=_keys_help(LabelConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
-    label.add_argument("--config", help="YAML config file (keys listed below)")
-    label.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied in order")
-
-    ev = sub.add_parser("eval-judge", help="a judge's or a jury's agreement with human preference labels",
-                        description="Judge human-labelled pairs (hh-rlhf transcripts or chosen/rejected rows) in "
-                                    "both orders and report agreement with the human choice, position consistency, "
-                                    "flip rate, length correlation and failures, as a table and as JSON.",
-                        epilog=_keys_help(EvalJudgeConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("--config", help="YAML config file with data: and judging: (keys listed below)")
-    ev.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied in order")
+    config_command(sub, "label", LabelConfig, "YAML config file (keys listed below)",
+                   help="sample, pair, judge (both orders, jury) and write preferences",
+                   description="Sample k completions per prompt, pair them, judge every pair in both orders with "
+                               "a jury, and write a preference dataset. Rerunning the same command resumes: "
+                               "finished shards are skipped.")
+    config_command(sub, "eval-judge", EvalJudgeConfig, "YAML config file with data: and judging: (keys listed below)",
+                   help="a judge's or a jury's agreement with human preference labels",
+                   description="Judge human-labelled pairs (hh-rlhf transcripts or chosen/rejected rows) in both "
+                               "orders and report agreement with the human choice, position consistency, flip "
+                               "rate, length correlation and failures, as a table and as JSON.")
 
     tiny = sub.add_parser("tiny-model", help="build a tiny Llama model + tokenizer with a chat template (no download)")
     tiny.add_argument("out", help="output directory")
