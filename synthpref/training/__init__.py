@@ -1,0 +1,1 @@
+"""Training: losses (pure functions) and, later, DeepSpeed trainer actors."""
