@@ -1,0 +1,60 @@
+"""Token batches for training: a prompt rendered by the chat template, a response trained on.
+
+The response is encoded on its own and appended to the rendered prompt (plus EOS), rather than rendering
+prompt + response together and hoping the template's prefix is stable: some templates rewrite earlier
+turns when an assistant turn follows. Prompt and padding positions get the label IGNORE, so losses count
+only response tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from synthpref.models.loading import chat_prompt_ids
+from synthpref.training.losses import IGNORE
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+class TooLong(ValueError):
+    """A row whose prompt plus response does not fit max_len (quarantined by the caller, with this text)."""
+
+
+def encode(tokenizer, prompt: list[dict], response: str, max_len: int) -> Encoded:
+    """input_ids = prompt ids + response ids + EOS; labels = IGNORE over the prompt, the ids elsewhere.
+    A prompt too long for max_len is cut from the left (the latest turns matter most) as long as at least
+    half of max_len stays prompt-free for the response; otherwise TooLong names the sizes."""
+    prompt_ids = chat_prompt_ids(tokenizer, prompt)
+    response_ids = tokenizer.encode(response, add_special_tokens=False)
+    if tokenizer.eos_token_id is not None:
+        response_ids = response_ids + [tokenizer.eos_token_id]
+    room = max_len - len(response_ids)
+    if room < max(1, max_len // 2) and len(prompt_ids) > room:
+        raise TooLong(f"too_long: {len(prompt_ids)} prompt + {len(response_ids)} response tokens > max_len {max_len}")
+    prompt_ids = prompt_ids[-room:] if len(prompt_ids) > room else prompt_ids
+    return Encoded(prompt_ids + response_ids, [IGNORE] * len(prompt_ids) + response_ids)
+
+
+def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors input_ids, attention_mask, labels of one batch, padded only to its longest row."""
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.input_ids)
+        ids[i, :n] = torch.tensor(r.input_ids)
+        labels[i, :n] = torch.tensor(r.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (little padding), batches in order of length."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
