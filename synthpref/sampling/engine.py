@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from synthpref.models.loading import chat_prompt_ids, resolve_dtype
-from synthpref.sampling import reaper
+from synthpref.sampling import reaper, weight_sync
 
 
 def cpu_engine_env(cores: str | None, kv_cache_gib: float) -> dict[str, str]:
@@ -55,7 +55,8 @@ def shared_prefix_order(prompts: list, params: list, keys: list, groups: list) -
 class EngineActor:
     """Wraps `vllm.LLM`. Methods take plain lists of request dicts and never raise for one bad request."""
 
-    def __init__(self, model: str, engine: dict, cores: str | None = None, logprobs_k: int = 20):
+    def __init__(self, model: str, engine: dict, cores: str | None = None, logprobs_k: int = 20,
+                 weights: dict | None = None, weight_version: int = 0):
         self.model = model
         self.on_gpu = engine.get("num_gpus", 0) > 0 or engine.get("tensor_parallel_size", 1) > 1
         if not self.on_gpu:
@@ -76,6 +77,7 @@ class EngineActor:
             enable_prefix_caching=engine.get("enable_prefix_caching", True),
             max_logprobs=logprobs_k,
             tensor_parallel_size=engine.get("tensor_parallel_size", 1),
+            worker_extension_cls=weight_sync.EXTENSION,
         )
         chunked = engine.get("chunked_prefill")
         if chunked is not None or not self.on_gpu:
@@ -90,11 +92,24 @@ class EngineActor:
         self.cores = cores
         self._reaper = reaper.watch_children()
         self.served = 0                      # requests answered, for load-balance checks
+        self.weight_version = 0              # 0: the weights the engine was built from
+        if weights is not None:              # a replacement replica joins at the group's latest weights
+            self.load_weights(weights, weight_version)
 
     # -- helpers -------------------------------------------------------------------------------
     def info(self) -> dict:
         return {"pid": os.getpid(), "model": self.model, "max_model_len": self.max_model_len, "served": self.served,
-                "cores": self.cores, "dtype": self.dtype, "engine_pids": self._reaper.pids if self._reaper else []}
+                "cores": self.cores, "dtype": self.dtype, "engine_pids": self._reaper.pids if self._reaper else [],
+                "weight_version": self.weight_version}
+
+    def load_weights(self, state: dict, version: int) -> dict:
+        """Serve new weights (name -> full tensor, e.g. a trainer's gather) from now on, as `version`."""
+        stats = weight_sync.load_into_engine(self.llm, state)
+        self.weight_version = version
+        return {**stats, "version": version, "pid": os.getpid()}
+
+    def first_parameter_sum(self) -> float:
+        return self.llm.collective_rpc("first_parameter_sum")[0]
 
     def render(self, messages: list[dict]) -> list[int]:
         return chat_prompt_ids(self.tokenizer, messages)
@@ -148,7 +163,8 @@ class EngineActor:
             comp = out.outputs[0]
             results[i] = {"text": comp.text, "n_tokens": len(comp.token_ids),
                           "logprob": comp.cumulative_logprob, "finish_reason": comp.finish_reason,
-                          "prompt_tokens": len(out.prompt_token_ids), "latency_s": latency}
+                          "prompt_tokens": len(out.prompt_token_ids), "latency_s": latency,
+                          "weight_version": self.weight_version}
         return results
 
     def choice_logprobs(self, requests: list[dict]) -> list[dict]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable
 
 import ray
@@ -13,9 +14,11 @@ from synthpref.pool import ReplicaPool, Spawned
 from synthpref.sampling.engine import EngineActor
 
 
-def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cls=EngineActor) -> Callable[[int], Spawned]:
+def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cls=EngineActor,
+                   latest_weights: Callable[[], tuple | None] = lambda: None) -> Callable[[int], Spawned]:
     """A function that starts the engine replica of one slot. CPU engines get the slot's own cores, so N
-    engines on N cores run in parallel (vLLM's default binding puts them all on core 0)."""
+    engines on N cores run in parallel (vLLM's default binding puts them all on core 0). A replica started
+    after a weight sync (a replacement, a scale-up) loads `latest_weights()` = (object ref, version)."""
     on_cpu = engine.num_gpus == 0 and engine.tensor_parallel_size == 1
     cores = core_plan(max_replicas, engine.cpu_cores) if on_cpu else [None] * max_replicas
     remote_cls = ray.remote(actor_cls)
@@ -26,15 +29,19 @@ def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cl
         slot_cores = cores[slot % len(cores)]
         if slot_cores and engine.in_process is not False:          # in-process CPU engine: pin its OpenMP threads
             opts["runtime_env"] = {"env_vars": omp_binding_env(slot_cores)}
-        actor = remote_cls.options(**opts).remote(model, engine_dict, slot_cores)
+        latest = latest_weights()
+        extra = (20, latest[0], latest[1]) if latest else ()
+        actor = remote_cls.options(**opts).remote(model, engine_dict, slot_cores, *extra)
         return Spawned(actor, demand, release)
     return spawn
 
 
 def engine_pool(name: str, model: str, engine: EngineConfig, pool: PoolConfig | None = None,
-                events: Callable[[dict], None] | None = None) -> ReplicaPool:
+                events: Callable[[dict], None] | None = None,
+                latest_weights: Callable[[], tuple | None] = lambda: None) -> ReplicaPool:
     pool = pool or PoolConfig()
-    return ReplicaPool(name, engine_spawner(model, engine, pool.max_replicas or pool.replicas), pool, events)
+    spawn = engine_spawner(model, engine, pool.max_replicas or pool.replicas, latest_weights=latest_weights)
+    return ReplicaPool(name, spawn, pool, events)
 
 
 def sample_seed(base_seed: int, prompt_id: str, index: int) -> int:
@@ -46,7 +53,8 @@ class SamplerGroup:
 
     def __init__(self, model: str, engine: EngineConfig, pool: PoolConfig | None = None, chunk_size: int = 256,
                  events: Callable[[dict], None] | None = None):
-        self.pool = engine_pool("sampler", model, engine, pool, events)
+        self.latest: tuple | None = None            # (object ref of the weights, version) of the last sync
+        self.pool = engine_pool("sampler", model, engine, pool, events, lambda: self.latest)
         self.model = model
         self.chunk_size = chunk_size
 
@@ -67,10 +75,25 @@ class SamplerGroup:
             if "error" in out:
                 errors.append({"prompt_id": prompt_id, "index": j, "error": out["error"]})
                 continue
+            version = out.get("weight_version", 0)
+            name = policy_name or self.model
             rows.append({"prompt_id": prompt_id, "sample_id": content_id(prompt_id, j, seed),
-                         "policy": policy_name or self.model, "text": out["text"], "n_tokens": out["n_tokens"],
+                         "policy": f"{name}@v{version}" if version else name, "text": out["text"], "n_tokens": out["n_tokens"],
                          "logprob": out["logprob"], "finish_reason": out["finish_reason"], "seed": seed})
         return rows, errors
+
+    def sync_weights(self, weights_ref, version: int) -> dict:
+        """Load the weights behind `weights_ref` (name -> tensor) into every engine, as `version`.
+        Returns time, bytes and each engine's reported version."""
+        start = time.perf_counter()
+        self.latest = (weights_ref, version)
+        answers = self.pool.call_all("load_weights", weights_ref, version)
+        return {"version": version, "engines": len(answers), "bytes": answers[0]["bytes"] if answers else 0,
+                "sync_s": time.perf_counter() - start, "engine_load_s": max((a["load_s"] for a in answers), default=0.0),
+                "engine_versions": [a["version"] for a in answers]}
+
+    def versions(self) -> list[int]:
+        return [info["weight_version"] for info in self.pool.call_all("info")]
 
     def shutdown(self) -> None:
         self.pool.shutdown()

@@ -1,9 +1,11 @@
-"""TrainerActor and TrainerGroup: data-parallel DeepSpeed ranks as Ray actors.
+"""TrainerActor: one data-parallel rank holding one DeepSpeed engine in a role.
 
-Each rank holds one DeepSpeed engine (ZeRO stage 0-3 from the config; gloo on CPU, NCCL on GPU). The
-group scatters a batch across ranks and averages what they return, in one place (`TrainerGroup.run`).
+Roles: `policy` (causal LM, trained with SFT or DPO), `reward` and `critic` (one-logit sequence
+classifiers, trained with Bradley-Terry), `reference` (a frozen causal LM, forward only). Each method
+works on this rank's share of a batch; `TrainerGroup` (group.py) scatters batches and gathers results.
 STACK.md: DeepSpeed 0.19.8 on CPU picks its cpu accelerator with gloo; ZeRO-3 across two Ray actors
-trained a tiny Llama when each actor had MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE set.
+trained a tiny Llama when each actor had MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE set, and full ZeRO-3
+weights were read out under `deepspeed.zero.GatheredParameters`.
 """
 from __future__ import annotations
 
@@ -12,20 +14,43 @@ from typing import Any
 
 import ray
 
-from synthpref.training.losses import sft_loss
+from synthpref.training.losses import bradley_terry_loss, dpo_loss, sequence_logprob, sft_loss
+
+ROLES = ("policy", "reference", "reward", "critic")
+SCALAR_ROLES = ("reward", "critic")
 
 
-def deepspeed_config(stage: int, micro_batch: int, bf16: bool = False) -> dict[str, Any]:
+def deepspeed_config(stage: int, micro_batch: int, bf16: bool = False, clip: float = 1.0) -> dict[str, Any]:
     return {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": 1,
             "zero_optimization": {"stage": stage}, "zero_allow_untested_optimizer": True,
-            "bf16": {"enabled": bf16}, "gradient_clipping": 1.0, "steps_per_print": 10 ** 9}
+            "bf16": {"enabled": bf16}, "gradient_clipping": clip, "steps_per_print": 10 ** 9}
+
+
+def _tensors(batch: dict) -> dict:
+    import torch
+    return {k: torch.as_tensor(v) for k, v in batch.items()}
+
+
+def _pair_inputs(t: dict, pad_id: int) -> tuple:
+    """Chosen and rejected rows padded to one width and stacked, so a pair costs one forward pass."""
+    import torch.nn.functional as F
+    width = max(t["chosen_input_ids"].shape[1], t["rejected_input_ids"].shape[1])
+    parts = {}
+    for key in ("input_ids", "attention_mask", "labels"):
+        if f"chosen_{key}" not in t:
+            continue
+        fill = pad_id if key == "input_ids" else (-100 if key == "labels" else 0)
+        parts[key] = [F.pad(t[f"{side}_{key}"], (0, width - t[f"{side}_{key}"].shape[1]), value=fill)
+                      for side in ("chosen", "rejected")]
+    import torch
+    return {k: torch.cat(v) for k, v in parts.items()}
 
 
 class TrainerActor:
-    """One data-parallel rank: a causal LM under DeepSpeed, trained with the SFT loss."""
+    """One rank: a model under DeepSpeed in one role. Every method takes this rank's share of a batch."""
 
     def __init__(self, rank: int, world_size: int):
-        self.rank, self.world_size, self.engine = rank, world_size, None
+        self.rank, self.world_size, self.engine, self.role, self.stage = rank, world_size, None, None, 0
 
     def rendezvous_address(self) -> str:
         """host:port for the process group, asked of rank 0 (it listens there)."""
@@ -35,54 +60,138 @@ class TrainerActor:
             sock.bind(("", 0))
             return f"{host}:{sock.getsockname()[1]}"
 
-    def setup(self, master: str, model: str, stage: int, micro_batch: int, lr: float, seed: int = 0) -> int:
+    def setup(self, master: str, model: str, role: str = "policy", stage: int = 0, micro_batch: int = 2,
+              lr: float = 1e-3, seed: int = 0, bf16: bool = False, threads: int | None = None,
+              center_coef: float = 0.0) -> int:
         host, port = master.rsplit(":", 1)
         os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": port, "RANK": str(self.rank),
                            "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0"})
         import deepspeed
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+        from synthpref.models.loading import load_tokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: expected one of {ROLES}")
         torch.manual_seed(seed)
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-        net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-        optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
-        self.engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer,
-                                               config=deepspeed_config(stage, micro_batch))
+        self.tokenizer = load_tokenizer(model)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        if role in SCALAR_ROLES:
+            net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=dtype)
+            net.config.pad_token_id = self.pad_id
+        else:
+            net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+        self.role, self.stage, self._center = role, stage, center_coef
+        config = deepspeed_config(stage, micro_batch, bf16)
+        if role == "reference":                     # frozen: no optimizer, ZeRO-3 still shards it
+            net.requires_grad_(False)
+            net.eval()
+            config["zero_optimization"]["stage"] = 3 if stage == 3 else 0
+            self.engine, *_ = deepspeed.initialize(model=net, config=config)
+        else:
+            optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
+            self.engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer, config=config)
         return self.rank
 
-    def train_sft(self, batch: dict) -> float:
-        """One optimizer step on this rank's share of the batch; returns its loss."""
-        import torch
-        tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
-        out = self.engine(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"])
-        loss = sft_loss(out.logits, tensors["labels"])
+    def _step(self, loss) -> None:
         self.engine.backward(loss)
         self.engine.step()
-        return float(loss.item())
 
+    # -- training ------------------------------------------------------------------------------
+    def train_sft(self, batch: dict) -> dict:
+        """One optimizer step of token cross-entropy on this rank's rows."""
+        t = _tensors(batch)
+        out = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
+        loss = sft_loss(out.logits, t["labels"]) * t.get("weight", 1.0)
+        self._step(loss)
+        return {"loss": float(loss.item()), "tokens": int((t["labels"] != -100).sum())}
 
-class TrainerGroup:
-    """`world_size` TrainerActors; `run` splits a batch across them and gathers their results."""
+    def train_bt(self, batch: dict) -> dict:
+        """One Bradley-Terry step: chosen and rejected scored in one forward pass."""
+        t = _tensors(batch)
+        both = _pair_inputs(t, self.pad_id)
+        rewards = self.engine(input_ids=both["input_ids"], attention_mask=both["attention_mask"]).logits[:, 0]
+        n = t["chosen_input_ids"].shape[0]
+        loss = bradley_terry_loss(rewards[:n], rewards[n:], t.get("margin"), self._center) * t.get("weight", 1.0)
+        self._step(loss)
+        return {"loss": float(loss.item()), "accuracy": float((rewards[:n] > rewards[n:]).float().mean()),
+                "rows": n}
 
-    def __init__(self, model: str, world_size: int = 2, stage: int = 0, micro_batch: int = 2, lr: float = 1e-3,
-                 seed: int = 0, num_cpus: float = 1):
-        cls = ray.remote(num_cpus=num_cpus)(TrainerActor)
-        self.actors = [cls.remote(rank, world_size) for rank in range(world_size)]
-        master = ray.get(self.actors[0].rendezvous_address.remote())
-        ray.get([a.setup.remote(master, model, stage, micro_batch, lr, seed) for a in self.actors])
+    def train_dpo(self, batch: dict, beta: float = 0.1) -> dict:
+        """One DPO step; the batch carries the reference log-probabilities (ref_chosen, ref_rejected)."""
+        t = _tensors(batch)
+        both = _pair_inputs(t, self.pad_id)
+        logits = self.engine(input_ids=both["input_ids"], attention_mask=both["attention_mask"]).logits
+        logps = sequence_logprob(logits, both["labels"])
+        n = t["chosen_input_ids"].shape[0]
+        loss, r_c, r_r = dpo_loss(logps[:n], logps[n:], t["ref_chosen"], t["ref_rejected"], beta)
+        loss = loss * t.get("weight", 1.0)
+        self._step(loss)
+        return {"loss": float(loss.item()), "accuracy": float((r_c > r_r).float().mean()), "rows": n}
 
-    def run(self, method: str, batch: dict) -> list:
-        """Rank r gets rows r, r + N, r + 2N, ... of every tensor in `batch`; returns each rank's result."""
-        n = len(self.actors)
-        shares = [{k: v[r::n] for k, v in batch.items()} for r in range(n)]
-        return ray.get([getattr(a, method).remote(share) for a, share in zip(self.actors, shares)])
+    # -- forward only --------------------------------------------------------------------------
+    def forward_logprobs(self, batch: dict) -> list[float]:
+        """log p(response | prompt) of each row (sum over its counted tokens)."""
+        import torch
+        t = _tensors(batch)
+        with torch.no_grad():
+            logits = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+            return sequence_logprob(logits, t["labels"]).tolist()
 
-    def train_sft(self, batch: dict) -> float:
-        """One step of every rank; the mean of their losses (equal shares)."""
-        losses = self.run("train_sft", batch)
-        return sum(losses) / len(losses)
+    def forward_pair_logprobs(self, batch: dict) -> list[list[float]]:
+        """[log p(chosen), log p(rejected)] of each pair (reference log-probabilities for DPO)."""
+        import torch
+        t = _tensors(batch)
+        both = _pair_inputs(t, self.pad_id)
+        with torch.no_grad():
+            logps = sequence_logprob(self.engine(input_ids=both["input_ids"],
+                                                 attention_mask=both["attention_mask"]).logits, both["labels"])
+        n = t["chosen_input_ids"].shape[0]
+        return [[c, r] for c, r in zip(logps[:n].tolist(), logps[n:].tolist())]
 
-    def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
+    def forward_scores(self, batch: dict) -> list[float]:
+        """The scalar score of each row (reward and critic roles)."""
+        import torch
+        t = _tensors(batch)
+        with torch.no_grad():
+            return self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, 0].float().tolist()
+
+    # -- weights and checkpoints ---------------------------------------------------------------
+    def full_state_dict(self) -> dict | None:
+        """Every parameter, full size, on CPU; on rank 0 only (all ranks must call: ZeRO-3 gathers are
+        collective). Gathered one parameter at a time so no rank ever holds two full copies."""
+        import deepspeed
+        out = {}
+        for name, param in self.engine.module.named_parameters():
+            if self.stage == 3 and hasattr(param, "ds_id"):
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    if self.rank == 0:
+                        out[name] = param.detach().to("cpu", copy=True).contiguous()
+            elif self.rank == 0:
+                out[name] = param.detach().to("cpu", copy=True).contiguous()
+        return out if self.rank == 0 else None
+
+    def save_pretrained(self, path: str) -> str | None:
+        """Hugging Face format (config, safetensors, tokenizer) written by rank 0."""
+        state = self.full_state_dict()
+        if self.rank == 0:
+            self.engine.module.save_pretrained(path, state_dict=state, safe_serialization=True)
+            self.tokenizer.save_pretrained(path)
+            return path
+        return None
+
+    def save_checkpoint(self, path: str, tag: str) -> bool:
+        """Model and optimizer state of every rank (DeepSpeed's format), for resuming a run."""
+        self.engine.save_checkpoint(path, tag=tag)
+        return True
+
+    def load_checkpoint(self, path: str, tag: str) -> bool:
+        load_path, _ = self.engine.load_checkpoint(path, tag=tag, load_optimizer_states=self.role != "reference")
+        if load_path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} under {path}")
+        return True

@@ -1,0 +1,125 @@
+"""TrainerGroup: N TrainerActor ranks in a Ray placement group, with batch scatter and gather in one place.
+
+Rank r gets rows r, r + N, r + 2N, ... of every tensor of a batch; per-row results come back in the
+batch's order. A rank whose share would be empty (fewer rows than ranks) gets a copy of row 0 with
+weight 0, so every rank joins each collective step and the copy adds no gradient.
+"""
+from __future__ import annotations
+
+import time
+
+import ray
+
+from synthpref.pool import PoolError, missing_resources
+from synthpref.training.trainer import TrainerActor
+
+
+def rows_of(batch: dict) -> int:
+    return len(next(iter(batch.values())))
+
+
+def split(batch: dict, n: int) -> list[dict]:
+    """The n shares of a batch (see the module docstring); a padding share carries weight 0."""
+    import torch
+    total = rows_of(batch)
+    shares = []
+    for r in range(n):
+        if r < total:
+            shares.append({k: v[r::n] for k, v in batch.items()})
+        else:
+            shares.append({**{k: v[:1] for k, v in batch.items()}, "weight": torch.tensor(0.0)})
+    return shares
+
+
+def merge_rows(per_rank: list[list], total: int) -> list:
+    """Inverse of the r::n scatter for per-row results (padding shares' rows dropped)."""
+    out: list = [None] * total
+    for r, rows in enumerate(per_rank):
+        if r < total:
+            out[r::len(per_rank)] = rows
+    return out
+
+
+def mean_stats(per_rank: list[dict], total: int) -> dict:
+    """Row-weighted means of the numeric results of the ranks that had real rows."""
+    real = per_rank[:min(total, len(per_rank))]
+    weights = [len(range(r, total, len(per_rank))) for r in range(len(real))]
+    out = {}
+    for key in real[0]:
+        if key in ("rows", "tokens"):
+            out[key] = sum(s[key] for s in real)
+        else:
+            out[key] = sum(s[key] * w for s, w in zip(real, weights)) / sum(weights)
+    return out
+
+
+class TrainerGroup:
+    """`world_size` ranks of one model in one role (policy, reference, reward, critic)."""
+
+    def __init__(self, model: str, role: str = "policy", world_size: int = 1, stage: int = 0, micro_batch: int = 2,
+                 lr: float = 1e-3, seed: int = 0, bf16: bool = False, num_cpus: float = 1, num_gpus: float = 0,
+                 center_coef: float = 0.0, start_timeout_s: float = 600.0):
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self.model, self.role, self.world_size = model, role, world_size
+        bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
+        self.placement = placement_group([bundle] * world_size, strategy="PACK")
+        start = time.monotonic()
+        if not self._wait_placement(start_timeout_s):
+            demand = {k: v * world_size for k, v in bundle.items()}
+            ray.util.remove_placement_group(self.placement)
+            raise PoolError(f"trainer group {role}: {world_size} ranks could not be placed within "
+                            f"{start_timeout_s:g} s: {missing_resources(demand)}")
+        cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(TrainerActor)
+        self.actors = [cls.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+            self.placement, placement_group_bundle_index=r)).remote(r, world_size) for r in range(world_size)]
+        master = ray.get(self.actors[0].rendezvous_address.remote())
+        threads = max(1, int(num_cpus)) if not num_gpus else None
+        ray.get([a.setup.remote(master, model, role, stage, micro_batch, lr, seed, bf16, threads, center_coef)
+                 for a in self.actors])
+
+    def _wait_placement(self, timeout_s: float) -> bool:
+        ready, _ = ray.wait([self.placement.ready()], timeout=timeout_s)
+        return bool(ready)
+
+    # -- scatter / gather ----------------------------------------------------------------------
+    def run(self, method: str, batch: dict, *args) -> list:
+        """Every rank runs `method` on its share; returns the ranks' raw results."""
+        shares = split(batch, self.world_size)
+        return ray.get([getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)])
+
+    def train(self, method: str, batch: dict, *args) -> dict:
+        """One optimizer step of every rank (train_sft, train_bt, train_dpo); row-weighted mean stats."""
+        return mean_stats(self.run(method, batch, *args), rows_of(batch))
+
+    def forward(self, method: str, batch: dict) -> list:
+        """Per-row results (forward_logprobs, forward_scores, forward_pair_logprobs) in batch order."""
+        return merge_rows(self.run(method, batch), rows_of(batch))
+
+    def train_sft(self, batch: dict) -> float:
+        return self.train("train_sft", batch)["loss"]
+
+    # -- weights -------------------------------------------------------------------------------
+    def call_all(self, method: str, *args) -> list:
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def full_state_dict_ref(self) -> ray.ObjectRef:
+        """A Ray reference to the full weights (rank 0's gather; every rank takes part in ZeRO-3)."""
+        refs = [a.full_state_dict.remote() for a in self.actors]
+        ray.wait(refs[1:], num_returns=len(refs) - 1) if len(refs) > 1 else None
+        return refs[0]
+
+    def save_pretrained(self, path: str) -> str:
+        return self.call_all("save_pretrained", str(path))[0]
+
+    def save_checkpoint(self, path: str, tag: str) -> None:
+        self.call_all("save_checkpoint", str(path), tag)
+
+    def load_checkpoint(self, path: str, tag: str) -> None:
+        self.call_all("load_checkpoint", str(path), tag)
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        ray.util.remove_placement_group(self.placement)
