@@ -11,6 +11,8 @@ from synthpref.config import (ConfigError, EvalJudgeConfig, LabelConfig, describ
                               validate_eval_config, validate_label_config)
 from synthpref.data.shards import FingerprintMismatch
 from synthpref.pool import PoolError
+from synthpref.training.run_state import RunMismatch
+from synthpref.train_config import RFTConfig, TrainRMConfig, validate_rft_config, validate_train_rm_config
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -42,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
                    description="Judge human-labelled pairs (hh-rlhf transcripts or chosen/rejected rows) in both "
                                "orders and report agreement with the human choice, position consistency, flip "
                                "rate, length correlation and failures, as a table and as JSON.")
+
+    config_command(sub, "train-rm", TrainRMConfig, "YAML config file with model:, data: and train: (keys listed below)",
+                   help="train a Bradley-Terry reward model on preference pairs",
+                   description="Train a one-logit reward model on a preferences table (from `synthpref label`) or "
+                               "any prompt/chosen/rejected dataset with DeepSpeed ranks on Ray; report held-out "
+                               "accuracy and, with human_eval.path, agreement with human labels; save it in "
+                               "Hugging Face format for the reward_model judge. A rerun resumes after the last "
+                               "finished epoch.")
+    config_command(sub, "rft", RFTConfig, "YAML config file with policy:, judging: (pointwise), data: and train:",
+                   help="iterative rejection-sampling fine-tuning with live weight sync",
+                   description="Each iteration: sample k completions per prompt on the vLLM samplers, score them "
+                               "with the jury (pointwise), keep each prompt's best (above keep_threshold), "
+                               "fine-tune the policy on the survivors, and load the new weights into the "
+                               "samplers. A rerun resumes after the last finished iteration.")
 
     tiny = sub.add_parser("tiny-model", help="build a tiny Llama model + tokenizer with a chat template (no download)")
     tiny.add_argument("out", help="output directory")
@@ -112,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             report = run_eval_judge(validate_eval_config(load_config(EvalJudgeConfig, args.config, args.overrides)))
             print(format_table(report))
             print(json.dumps(report, indent=2))
+        elif args.command == "train-rm":
+            from synthpref.algorithms.reward_model import run_train_rm
+            report = run_train_rm(validate_train_rm_config(load_config(TrainRMConfig, args.config, args.overrides)))
+            print(json.dumps(report, indent=2))
+        elif args.command == "rft":
+            from synthpref.algorithms.rft import run_rft
+            report = run_rft(validate_rft_config(load_config(RFTConfig, args.config, args.overrides)))
+            print(json.dumps(report, indent=2))
         elif args.command == "demo":
             print_summary(cmd_demo(args.output_dir, args.overrides))
         elif args.command == "tiny-model":
@@ -119,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             path = build_tiny_model(args.out, seed=args.seed, hidden_size=args.hidden_size,
                                     num_layers=args.layers, num_heads=args.heads, reward=args.reward)
             print(f"tiny model written to {path}")
-    except (ConfigError, FileNotFoundError, FingerprintMismatch) as exc:
+    except (ConfigError, FileNotFoundError, FingerprintMismatch, RunMismatch) as exc:
         print(f"synthpref: error: {exc}", file=sys.stderr)
         return 2
     except PoolError as exc:   # the cluster cannot host a pool, or its replicas keep dying

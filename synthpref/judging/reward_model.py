@@ -13,6 +13,7 @@ import time
 
 from synthpref.judging.backends import Pending, PairRequest, PointRequest, PooledJudge, judgment_row
 from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE, sigmoid
+from synthpref.models.loading import conversation_ids
 from synthpref.pool import Job
 
 
@@ -59,8 +60,7 @@ class RewardModelActor:
         batch, index = [], []
         for i, req in enumerate(requests):
             try:
-                ids = self.tokenizer.apply_chat_template(req["messages"], tokenize=True, add_generation_prompt=False)
-                ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+                ids = conversation_ids(self.tokenizer, req["messages"])
             except Exception as exc:  # a conversation the chat template cannot render
                 results[i] = {"error": f"chat template failed: {exc}"}
                 continue

@@ -33,6 +33,13 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def conversation_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a whole conversation ending in the assistant's response, as a reward model reads it:
+    the reward-model judge scores and `synthpref train-rm` trains on this same rendering."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), where STACK.md measured
     bf16 2.3x faster than fp32; elsewhere bf16 on CPU is emulated and slower."""

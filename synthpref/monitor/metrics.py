@@ -1,21 +1,43 @@
-"""Metrics as JSON lines (one object per event, with a wall-clock timestamp) and progress bars."""
+"""Metrics as JSON lines (one object per event, with a wall-clock timestamp), TensorBoard scalars, and
+progress bars."""
 from __future__ import annotations
 
 import json
+import numbers
 import sys
 import time
 from pathlib import Path
 
 
 class MetricsLog:
-    def __init__(self, path: str | Path):
+    """`log(record)` appends one JSON line. With `tensorboard_dir`, `scalars(phase, step, values)` also
+    writes each number as the TensorBoard scalar `phase/name` at `step` (and logs the record)."""
+
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(tensorboard_dir))
 
     def log(self, record: dict) -> None:
         line = json.dumps({"time": round(time.time(), 3), **record}, default=str)
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
+
+    def scalars(self, phase: str, step: int, values: dict) -> None:
+        self.log({"event": phase, "step": step, **values})
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{phase}/{name}", float(value), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def progress(total: int | None, desc: str, unit: str, enabled: bool = True, position: int = 0):

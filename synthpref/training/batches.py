@@ -42,15 +42,10 @@ def encode(tokenizer, prompt: list[dict], response: str, max_len: int) -> Encode
 
 def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded tensors input_ids, attention_mask, labels of one batch, padded only to its longest row."""
-    width = max(len(r.input_ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids, mask = pad_rows([r.input_ids for r in rows], pad_id)
+    labels = torch.full(ids.shape, IGNORE, dtype=torch.long)
     for i, r in enumerate(rows):
-        n = len(r.input_ids)
-        ids[i, :n] = torch.tensor(r.input_ids)
-        labels[i, :n] = torch.tensor(r.labels)
-        mask[i, :n] = 1
+        labels[i, :len(r.labels)] = torch.tensor(r.labels)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -58,3 +53,43 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     """Indices grouped into batches of similar length (little padding), batches in order of length."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def encode_scored(tokenizer, prompt: list[dict], response: str, max_len: int) -> list[int]:
+    """Ids of the whole conversation as a reward model reads it (`conversation_ids`), cut from the left
+    when longer than max_len as long as the response itself fits; otherwise TooLong."""
+    from synthpref.models.loading import conversation_ids
+    ids = conversation_ids(tokenizer, [*prompt, {"role": "assistant", "content": response}])
+    if len(ids) > max_len:
+        response_len = len(tokenizer.encode(response, add_special_tokens=False))
+        if response_len >= max_len:
+            raise TooLong(f"too_long: the response alone is {response_len} tokens >= max_len {max_len}")
+        ids = ids[-max_len:]
+    return ids
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), right-padded to the longest row."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    return ids, mask
+
+
+def collate_pairs(chosen: list[list[int]], rejected: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """A Bradley-Terry batch: chosen_input_ids/attention_mask and rejected_input_ids/attention_mask."""
+    c_ids, c_mask = pad_rows(chosen, pad_id)
+    r_ids, r_mask = pad_rows(rejected, pad_id)
+    return {"chosen_input_ids": c_ids, "chosen_attention_mask": c_mask,
+            "rejected_input_ids": r_ids, "rejected_attention_mask": r_mask}
+
+
+def shuffled(batches: list[list[int]], seed: int) -> list[list[int]]:
+    """The length-sorted batches in a seeded random order (similar lengths within a batch, SGD across)."""
+    import random
+    order = list(batches)
+    random.Random(seed).shuffle(order)
+    return order

@@ -1,0 +1,148 @@
+"""`synthpref train-rm`: a Bradley-Terry reward model trained on preference pairs.
+
+The reward model is the base model with a one-logit score head, trained so that
+P(chosen > rejected) = sigmoid(r(chosen) - r(rejected)) (Bradley & Terry 1952; reward modelling as in
+Stiennon et al. 2020 and Ouyang et al. 2022). It reads a `synthpref label` preferences table or any
+prompt/chosen/rejected dataset, holds out a share of prompts, reports held-out accuracy and, given
+human-labelled pairs, agreement with the human choice, and saves a Hugging Face model that the
+`reward_model` judge loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthpref.cluster import init_ray
+from synthpref.data.readers import PromptRow, Quarantined, read_prompts
+from synthpref.data.schema import content_id
+from synthpref.models.loading import load_tokenizer
+from synthpref.monitor.metrics import MetricsLog, progress
+from synthpref.train_config import TrainRMConfig
+from synthpref.training.batches import TooLong, collate_pairs, encode_scored, length_sorted_batches, shuffled
+from synthpref.training.run_state import RunState, trainer_group
+
+
+@dataclass
+class EncodedPair:
+    prompt_key: str            # the conversation's hash: the unit of the held-out split
+    chosen: list[int]
+    rejected: list[int]
+
+
+def read_pairs(path: str, fmt: str, split: str, limit: int | None) -> tuple[list[PromptRow], list[dict]]:
+    """Rows with exactly two completions, the first preferred; anything else is quarantined with a reason."""
+    pairs, quarantined = [], []
+    for item in read_prompts(path, fmt, split):
+        if limit is not None and len(pairs) >= limit:
+            break
+        if isinstance(item, Quarantined):
+            quarantined.append(item.to_json())
+        elif not item.completions or len(item.completions) != 2:
+            quarantined.append({"source": item.source, "reason": "not_a_pair",
+                                "detail": "a preference row needs chosen and rejected (or exactly 2 completions)"})
+        else:
+            pairs.append(item)
+    return pairs, quarantined
+
+
+def encode_pairs(tokenizer, rows: list[PromptRow], max_len: int, quarantined: list[dict]) -> list[EncodedPair]:
+    out = []
+    for row in rows:
+        try:
+            chosen, rejected = (encode_scored(tokenizer, row.messages, c, max_len) for c in row.completions)
+        except TooLong as exc:
+            quarantined.append({"source": row.source, "reason": "too_long", "detail": str(exc)})
+            continue
+        out.append(EncodedPair(content_id(row.messages), chosen, rejected))
+    return out
+
+
+def held_out_split(pairs: list[EncodedPair], fraction: float, seed: int) -> tuple[list, list]:
+    """Split by prompt (all pairs of one conversation on the same side), seeded and stable across reruns."""
+    def held(p: EncodedPair) -> bool:
+        return int(content_id(seed, p.prompt_key), 16) % 10_000 < fraction * 10_000
+    train = [p for p in pairs if not held(p)]
+    test = [p for p in pairs if held(p)]
+    if not test and len(train) > 1:          # tiny sets: hold out at least one pair
+        test = [train.pop()]
+    return train, test
+
+
+def pair_batches(pairs: list[EncodedPair], batch_size: int, seed: int, pad_id: int):
+    lengths = [max(len(p.chosen), len(p.rejected)) for p in pairs]
+    for index in shuffled(length_sorted_batches(lengths, batch_size), seed):
+        yield collate_pairs([pairs[i].chosen for i in index], [pairs[i].rejected for i in index], pad_id)
+
+
+def accuracy(group, pairs: list[EncodedPair], batch_size: int, pad_id: int) -> dict:
+    """Share of pairs whose chosen response scores higher (ties count half), and the mean margin."""
+    if not pairs:
+        return {"pairs": 0, "accuracy": None, "mean_margin": None}
+    wins, margin = 0.0, 0.0
+    for batch in pair_batches(pairs, batch_size, 0, pad_id):
+        chosen = group.forward("forward_scores", {"input_ids": batch["chosen_input_ids"],
+                                                  "attention_mask": batch["chosen_attention_mask"]})
+        rejected = group.forward("forward_scores", {"input_ids": batch["rejected_input_ids"],
+                                                    "attention_mask": batch["rejected_attention_mask"]})
+        for c, r in zip(chosen, rejected):
+            wins += 1.0 if c > r else 0.5 if c == r else 0.0
+            margin += c - r
+    return {"pairs": len(pairs), "accuracy": wins / len(pairs), "mean_margin": margin / len(pairs)}
+
+
+def run_train_rm(cfg: TrainRMConfig) -> dict:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = RunState(out, content_id(dataclasses.asdict(cfg), "train-rm"))
+    metrics = MetricsLog(out / "metrics.jsonl", out / "tensorboard")
+    tokenizer = load_tokenizer(cfg.model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows, quarantined = read_pairs(cfg.data.path, cfg.data.format, cfg.data.split, cfg.data.limit)
+    pairs = encode_pairs(tokenizer, rows, cfg.train.max_len, quarantined)
+    train, test = held_out_split(pairs, cfg.eval_fraction, cfg.seed)
+    if not train:
+        raise ValueError(f"data.path: no usable preference pairs in {cfg.data.path} ({len(quarantined)} quarantined)")
+    batch_size = cfg.train.micro_batch * cfg.train.world_size
+    init_ray(cfg.ray, min_cpus=int(cfg.train.world_size * max(1, cfg.train.num_cpus)))
+    group = trainer_group(cfg.model, "reward", cfg.train, cfg.seed)
+    try:
+        if state.finished:
+            group.load_checkpoint(out / "checkpoints", f"epoch{state.finished}")
+        metrics.log({"event": "start", "pairs": len(pairs), "train": len(train), "held_out": len(test),
+                     "quarantined": len(quarantined), "resumed_after_epoch": state.finished})
+        steps_per_epoch = -(-len(train) // batch_size)
+        step = state.finished * steps_per_epoch
+        for epoch in range(state.finished + 1, cfg.train.epochs + 1):
+            bar = progress(steps_per_epoch, f"reward model epoch {epoch}/{cfg.train.epochs}", "step", cfg.progress)
+            for batch in pair_batches(train, batch_size, cfg.seed + epoch, pad_id):
+                step += 1
+                stats = group.train("train_bt", batch)
+                metrics.scalars("train", step, {"epoch": epoch, **stats})
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['accuracy']:.2f}")
+                bar.update(1)
+            bar.close()
+            held = accuracy(group, test, batch_size, pad_id)
+            metrics.scalars("eval", step, {"epoch": epoch, "held_out_accuracy": held["accuracy"],
+                                           "held_out_margin": held["mean_margin"]})
+            group.save_checkpoint(out / "checkpoints", f"epoch{epoch}")
+            state.mark(epoch)
+        report = {"output_dir": str(out), "model_dir": str(out / "model"), "pairs": len(pairs),
+                  "train_pairs": len(train), "quarantined": len(quarantined),
+                  "held_out": accuracy(group, test, batch_size, pad_id)}
+        if cfg.human_eval.path:
+            human_rows, human_bad = read_pairs(cfg.human_eval.path, "auto", "train", cfg.human_eval.limit)
+            human = encode_pairs(tokenizer, human_rows, cfg.train.max_len, human_bad)
+            report["human_agreement"] = {**accuracy(group, human, batch_size, pad_id), "quarantined": len(human_bad),
+                                         "path": cfg.human_eval.path}
+        group.save_pretrained(out / "model")
+    finally:
+        group.shutdown()
+    if quarantined:
+        with open(out / "quarantine.jsonl", "w") as fh:
+            fh.writelines(json.dumps(q) + "\n" for q in quarantined)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    metrics.log({"event": "end", **{k: v for k, v in report.items() if k != "output_dir"}})
+    metrics.close()
+    return report

@@ -1,0 +1,46 @@
+"""Progress of a training run on disk: the last finished unit (epoch or iteration), written atomically,
+and the trainer groups a job config asks for."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from synthpref.models.loading import cpu_supports_bf16
+
+
+class RunMismatch(ValueError):
+    """The output folder holds a run of another config."""
+
+
+class RunState:
+    """`state.json` in the run's folder: {"finished": n, ...}; a rerun resumes after unit n."""
+
+    def __init__(self, out_dir: str | Path, fingerprint: str):
+        self.path = Path(out_dir) / "state.json"
+        self.fingerprint = fingerprint
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"finished": 0, "fingerprint": fingerprint}
+        if self.data.get("fingerprint") != fingerprint:
+            raise RunMismatch(f"{self.path}: this output folder holds a run of a different config; use a new "
+                             f"output_dir or delete it")
+
+    @property
+    def finished(self) -> int:
+        return int(self.data["finished"])
+
+    def mark(self, n: int, **extra) -> None:
+        self.data = {**self.data, **extra, "finished": n}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        os.replace(tmp, self.path)
+
+
+def trainer_group(model: str, role: str, train, seed: int):
+    """A TrainerGroup built from a `TrainConfig`."""
+    from synthpref.training.group import TrainerGroup
+    # auto: bf16 on GPU ranks (the cluster's GPUs, not the driver's, decide: assumed bf16-capable) and on
+    # CPUs with native bf16; fp32 elsewhere
+    bf16 = train.dtype == "bfloat16" or (train.dtype == "auto" and (train.num_gpus > 0 or cpu_supports_bf16()))
+    return TrainerGroup(model, role=role, world_size=train.world_size, stage=train.zero_stage,
+                        micro_batch=train.micro_batch, lr=train.lr, seed=seed, bf16=bf16, num_cpus=train.num_cpus,
+                        num_gpus=train.num_gpus, center_coef=train.center_coef, start_timeout_s=train.start_timeout_s)
