@@ -64,6 +64,16 @@ PREFERENCES = pa.schema([
     ("provenance", pa.string()),         # JSON text: judges, template hashes, seeds, models
 ])
 
+SFT = pa.schema([                        # prompt/completion in TRL's conversational format
+    ("prompt_id", pa.string()),
+    ("sample_id", pa.string()),
+    ("prompt", MESSAGES),
+    ("completion", MESSAGES),
+    ("score", pa.float64()),
+    ("iteration", pa.int64()),
+    ("policy", pa.string()),             # model @ weight version that sampled it
+])
+
 TABLES = {"prompts": PROMPTS, "samples": SAMPLES, "judgments": JUDGMENTS, "preferences": PREFERENCES}
 
 

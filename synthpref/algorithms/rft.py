@@ -1,0 +1,192 @@
+"""`synthpref rft`: iterative rejection-sampling fine-tuning (best-of-k, then SFT on the best).
+
+Each iteration samples k completions per prompt from the current policy on the vLLM samplers, scores
+them with the jury, keeps each prompt's best (optionally only above a threshold), fine-tunes the policy
+on the survivors and loads the new weights into the samplers: RAFT (Dong et al. 2023, "RAFT: Reward
+rAnked FineTuning"), ReST's Improve step (Gulcehre et al. 2023) and Llama 2's rejection sampling
+(Touvron et al. 2023). Every iteration ends with a checkpoint; a rerun resumes after the last one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from synthpref.algorithms import rft_steps as steps
+from synthpref.algorithms.label import judge_pointwise
+from synthpref.algorithms.label_io import load_prompts
+from synthpref.data.pairs import group_by_prompt
+from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SFT, content_id, to_table
+from synthpref.data.shards import atomic_write_bytes
+from synthpref.models.loading import load_tokenizer
+from synthpref.monitor.diversity import distinct_n
+from synthpref.monitor.metrics import MetricsLog, progress
+from synthpref.train_config import RFTConfig
+from synthpref.training.run_state import RunState, trainer_group
+
+
+def write_table(path: Path, table) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def fingerprint(cfg: RFTConfig) -> str:
+    """What makes two runs the same run (a rerun may raise `iterations` or change progress bars)."""
+    tree = dataclasses.asdict(cfg)
+    for key in ("iterations", "progress", "ray"):
+        tree.pop(key)
+    return content_id(tree, "rft")
+
+
+class RFTRun:
+    """The workers of one run: policy trainer, frozen reference, samplers, jury."""
+
+    def __init__(self, cfg: RFTConfig, metrics: MetricsLog):
+        from synthpref.judging.jury import Jury
+        from synthpref.sampling.group import SamplerGroup
+
+        self.cfg, self.metrics = cfg, metrics
+        self.tokenizer = load_tokenizer(cfg.policy.model)
+        self.policy = trainer_group(cfg.policy.model, "policy", cfg.train, cfg.seed)
+        single = dataclasses.replace(cfg.train, world_size=1)
+        self.reference = trainer_group(cfg.policy.model, "reference", single, cfg.seed) if cfg.kl_prompts else None
+        self.sampler = SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool, cfg.policy.chunk_size,
+                                    events=lambda e: metrics.log({"event": "pool", **e}))
+        self.jury = Jury(cfg.judging, events=lambda e: metrics.log({"event": "pool", **e}))
+
+    def shutdown(self) -> None:
+        for part in (self.jury, self.sampler, self.reference, self.policy):
+            if part is not None:
+                part.shutdown()
+
+    # -- the steps of one iteration --------------------------------------------------------------
+    def sample(self, prompts, seed: int, k: int, on_done=None) -> tuple[dict, list]:
+        p = self.cfg.policy
+        rows, errors = self.sampler.sample(prompts, k, p.max_tokens, p.temperature, p.top_p, seed,
+                                           policy_name=p.model, on_done=on_done)
+        return group_by_prompt(rows, [r.prompt_id for r in prompts]), errors
+
+    def fine_tune(self, rows: list[dict], iteration: int, quarantined: list[dict], step: int) -> tuple[int, dict]:
+        t = self.cfg.train
+        size = t.micro_batch * t.world_size
+        losses = []
+        for epoch in range(1, t.epochs + 1):
+            batches = steps.sft_batches(self.tokenizer, rows, t.max_len, size, steps.iteration_seed(self.cfg.seed, iteration) + epoch,
+                                        quarantined if epoch == 1 else [])
+            bar = progress(len(batches), f"iteration {iteration} SFT epoch {epoch}", "step", self.cfg.progress)
+            for batch in batches:
+                step += 1
+                stats = self.policy.train("train_sft", batch)
+                losses.append(stats["loss"])
+                self.metrics.scalars("sft", step, {"iteration": iteration, **stats})
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                bar.update(1)
+            bar.close()
+        return step, {"sft_steps": len(losses), "sft_loss_first": losses[0] if losses else None,
+                      "sft_loss_last": losses[-1] if losses else None}
+
+    def sync(self, version: int) -> dict:
+        """Gather the policy's full weights and load them into every sampler engine as `version`."""
+        start = time.perf_counter()
+        stats = self.sampler.sync_weights(self.policy.full_state_dict_ref(), version)
+        stats["total_s"] = time.perf_counter() - start           # gather + transfer + engine reload
+        if set(stats["engine_versions"]) != {version}:
+            raise RuntimeError(f"weight sync: engines report versions {stats['engine_versions']}, expected {version}")
+        return stats
+
+    def kl_to_start(self, prompts) -> float | None:
+        """KL(current policy || starting policy) on the fixed prompts, from one sample per prompt."""
+        if self.reference is None or not prompts:
+            return None
+        samples_of, _ = self.sample(prompts, self.cfg.seed, 1)
+        texts = [samples_of[p.prompt_id][0]["text"] if samples_of.get(p.prompt_id) else "" for p in prompts]
+        batch = steps.kl_batch(self.tokenizer, prompts, texts, self.cfg.train.max_len)
+        if batch is None:
+            return None
+        return steps.kl_estimate(self.policy.forward("forward_logprobs", batch),
+                                 self.reference.forward("forward_logprobs", batch))
+
+
+def run_rft(cfg: RFTConfig) -> dict:
+    from synthpref.cluster import init_ray
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = RunState(out, fingerprint(cfg))
+    metrics = MetricsLog(out / "metrics.jsonl", out / "tensorboard")
+    prompts, quarantined, _ = load_prompts(cfg)
+    if not prompts:
+        raise ValueError(f"data.path: no usable prompts in {cfg.data.path} ({len(quarantined)} quarantined)")
+    conversations = {p.prompt_id: p.messages for p in prompts}
+    kl_set = prompts[:cfg.kl_prompts]
+    t = cfg.train
+    started_ray = init_ray(cfg.ray, min_cpus=int(t.world_size * t.num_cpus + t.num_cpus + cfg.policy.engine.num_cpus
+                                                 * (cfg.policy.pool.max_replicas or cfg.policy.pool.replicas) + 1))
+    run = RFTRun(cfg, metrics)
+    history = list(state.data.get("history", []))
+    try:
+        version, step = state.finished, state.data.get("sft_step", 0)
+        if version:
+            run.policy.load_checkpoint(out / "checkpoints", f"iter{version}")
+            run.sync(version)
+        metrics.log({"event": "start", "prompts": len(prompts), "quarantined": len(quarantined),
+                     "resumed_after_iteration": version})
+        for iteration in range(state.finished + 1, cfg.iterations + 1):
+            record, step = one_iteration(run, prompts, conversations, kl_set, iteration, step, out)
+            history.append(record)
+            run.policy.save_checkpoint(out / "checkpoints", f"iter{iteration}")
+            state.mark(iteration, sft_step=step, history=history)
+        run.policy.save_pretrained(out / "policy")
+    finally:
+        run.shutdown()
+        if started_ray:
+            import ray
+            ray.shutdown()
+    report = {"output_dir": str(out), "policy_dir": str(out / "policy"), "iterations": history,
+              "quarantined": len(quarantined)}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    metrics.log({"event": "end", "iterations": len(history)})
+    metrics.close()
+    return report
+
+
+def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, step: int, out: Path) -> tuple[dict, int]:
+    """Sample, score, keep the best, fine-tune, sync; write the iteration's tables; return its metrics."""
+    cfg, started = run.cfg, time.perf_counter()
+    batch = steps.prompts_for(prompts, iteration, cfg.prompts_per_iteration)
+    bar = progress(len(batch) * cfg.policy.samples_per_prompt * (1 + len(cfg.judging.judges)),
+                   f"iteration {iteration}/{cfg.iterations} sample + score", "req", cfg.progress)
+    samples_of, errors = run.sample(batch, steps.iteration_seed(cfg.seed, iteration), cfg.policy.samples_per_prompt,
+                                    on_done=bar.update)
+    counts: dict = {"pairs": 0, "failed_pairs": 0, "ties": 0}
+    judgments, prefs, _ = judge_pointwise(samples_of, conversations, run.jury, cfg, counts, on_done=bar.update)
+    bar.close()
+    scores = steps.sample_scores(judgments, run.jury.weights)
+    kept, kept_counts = steps.keep_best(samples_of, scores, cfg.keep_threshold)
+    sft = steps.sft_rows(kept, conversations, iteration)
+    bad: list[dict] = []
+    step, sft_stats = run.fine_tune(sft, iteration, bad, step)
+    sync = run.sync(iteration)
+    samples = [s for ss in samples_of.values() for s in ss]
+    record = {"iteration": iteration, **steps.score_stats(samples_of, scores),
+              "kept_fraction": kept_counts["kept"] / max(1, kept_counts["prompts"]), **kept_counts,
+              "samples": len(samples), "sampling_errors": len(errors), "sft_quarantined": len(bad),
+              f"distinct_{cfg.distinct_n}": distinct_n([s["text"] for s in samples], cfg.distinct_n),
+              "sampled_version": sorted({s["policy"] for s in samples}), **sft_stats,
+              "kl_to_start": run.kl_to_start(kl_set), "sync_s": sync["total_s"], "sync_bytes": sync["bytes"],
+              "engine_load_s": sync["engine_load_s"], "weight_version": iteration,
+              "iteration_s": time.perf_counter() - started}
+    folder = out / "iterations" / f"{iteration:04d}"
+    write_table(folder / "samples.parquet", to_table(samples, SAMPLES))
+    write_table(folder / "judgments.parquet", to_table(judgments, JUDGMENTS))
+    write_table(folder / "sft.parquet", to_table(sft, SFT))
+    write_table(folder / "preferences.parquet", to_table(prefs, PREFERENCES))
+    if errors or bad:
+        atomic_write_bytes(folder / "quarantine.jsonl", "".join(json.dumps(e) + "\n" for e in errors + bad).encode())
+    run.metrics.scalars("iteration", iteration, {k: v for k, v in record.items() if not isinstance(v, list)})
+    return record, step

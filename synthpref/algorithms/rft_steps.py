@@ -1,0 +1,95 @@
+"""The steps of rejection-sampling fine-tuning as plain functions (the driver is rft.py)."""
+from __future__ import annotations
+
+import statistics
+
+from synthpref.data.readers import PromptRow
+from synthpref.data.schema import content_id
+from synthpref.judging.verdicts import FAILED
+from synthpref.training.batches import TooLong, collate, encode, length_sorted_batches, shuffled
+
+
+def prompts_for(prompts: list[PromptRow], iteration: int, per_iteration: int) -> list[PromptRow]:
+    """Iteration i (1-based) takes the next `per_iteration` prompts, cycling through the set."""
+    start = (iteration - 1) * per_iteration
+    return [prompts[(start + j) % len(prompts)] for j in range(min(per_iteration, len(prompts)))]
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    return int(content_id(seed, "rft", iteration), 16) % (2 ** 31)
+
+
+def sample_scores(judgments: list[dict], weights: dict[str, float]) -> dict[str, float]:
+    """One score per sample: the weighted mean of the judges that scored it (FAILED verdicts left out;
+    a sample no judge scored gets no score)."""
+    parts: dict[str, list[tuple[float, float]]] = {}
+    for row in judgments:
+        if row["verdict"] != FAILED and row["score"] is not None:
+            parts.setdefault(row["pair_id"], []).append((weights.get(row["judge_id"], 1.0), row["score"]))
+    return {sid: sum(w * s for w, s in ws) / (sum(w for w, _ in ws) or len(ws)) for sid, ws in parts.items()}
+
+
+def keep_best(samples_of: dict[str, list[dict]], scores: dict[str, float],
+              threshold: float | None) -> tuple[list[dict], dict]:
+    """Each prompt's highest-scoring sample (the first of equals), if its score clears the threshold.
+    Returns the survivors and the counts of prompts kept, below threshold, and unscored."""
+    kept, counts = [], {"prompts": len(samples_of), "kept": 0, "below_threshold": 0, "unscored": 0}
+    for samples in samples_of.values():
+        scored = [s for s in samples if s["sample_id"] in scores]
+        if not scored:
+            counts["unscored"] += 1
+            continue
+        best = max(scored, key=lambda s: scores[s["sample_id"]])
+        if threshold is not None and scores[best["sample_id"]] < threshold:
+            counts["below_threshold"] += 1
+            continue
+        kept.append({**best, "score": scores[best["sample_id"]]})
+        counts["kept"] += 1
+    return kept, counts
+
+
+def score_stats(samples_of: dict[str, list[dict]], scores: dict[str, float]) -> dict:
+    """Mean score over all scored samples, and the mean over prompts of each prompt's best score."""
+    values = [scores[s["sample_id"]] for ss in samples_of.values() for s in ss if s["sample_id"] in scores]
+    bests = [max(scores[s["sample_id"]] for s in ss if s["sample_id"] in scores)
+             for ss in samples_of.values() if any(s["sample_id"] in scores for s in ss)]
+    return {"mean_score": statistics.fmean(values) if values else None,
+            "best_score": statistics.fmean(bests) if bests else None, "scored": len(values)}
+
+
+def sft_rows(kept: list[dict], conversations: dict[str, list[dict]], iteration: int) -> list[dict]:
+    """The survivors as rows of the SFT table (TRL's conversational prompt/completion format)."""
+    return [{"prompt_id": s["prompt_id"], "sample_id": s["sample_id"], "prompt": conversations[s["prompt_id"]],
+             "completion": [{"role": "assistant", "content": s["text"]}], "score": s["score"],
+             "iteration": iteration, "policy": s["policy"]} for s in kept]
+
+
+def sft_batches(tokenizer, rows: list[dict], max_len: int, batch_size: int, seed: int,
+                quarantined: list[dict]) -> list[dict]:
+    """Tokenised, length-sorted batches of the SFT rows in a seeded order; rows too long are quarantined."""
+    encoded = []
+    for row in rows:
+        try:
+            encoded.append(encode(tokenizer, row["prompt"], row["completion"][0]["content"], max_len))
+        except TooLong as exc:
+            quarantined.append({"sample_id": row["sample_id"], "reason": "too_long", "detail": str(exc)})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = shuffled(length_sorted_batches([len(e.input_ids) for e in encoded], batch_size), seed)
+    return [collate([encoded[i] for i in index], pad) for index in order]
+
+
+def kl_batch(tokenizer, prompts: list[PromptRow], texts: list[str], max_len: int) -> dict | None:
+    rows = []
+    for p, text in zip(prompts, texts):
+        try:
+            rows.append(encode(tokenizer, p.messages, text, max_len))
+        except TooLong:
+            continue
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return collate(rows, pad) if rows else None
+
+
+def kl_estimate(policy_logps: list[float], reference_logps: list[float]) -> float:
+    """KL(pi || pi_0) ~ E_{y ~ pi}[log pi(y|x) - log pi_0(y|x)], the Monte-Carlo estimate over samples
+    drawn from the current policy (the k1 estimator; Schulman 2020, "Approximating KL Divergence")."""
+    return statistics.fmean(p - r for p, r in zip(policy_logps, reference_logps))
