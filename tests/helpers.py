@@ -46,8 +46,8 @@ def train_always_first_judge(path: str, steps: int = 60) -> None:
     model.save_pretrained(path, safe_serialization=True)
 
 
-def label_command(config: dict, workdir, *overrides: str) -> list[str]:
-    """The `synthpref label` command line for `config` (written to workdir/job.yaml)."""
+def job_command(command: str, config: dict, workdir, *overrides: str) -> list[str]:
+    """The `synthpref COMMAND` command line for `config` (written to workdir/job.yaml)."""
     import sys
     from pathlib import Path
 
@@ -55,7 +55,11 @@ def label_command(config: dict, workdir, *overrides: str) -> list[str]:
 
     path = Path(workdir) / "job.yaml"
     path.write_text(yaml.safe_dump(config))
-    return [sys.executable, "-m", "synthpref.cli", "label", "--config", str(path), "progress=false", *overrides]
+    return [sys.executable, "-m", "synthpref.cli", command, "--config", str(path), "progress=false", *overrides]
+
+
+def label_command(config: dict, workdir, *overrides: str) -> list[str]:
+    return job_command("label", config, workdir, *overrides)
 
 
 def free_port() -> int:

@@ -99,17 +99,17 @@ class RFTRun:
             raise RuntimeError(f"weight sync: engines report versions {stats['engine_versions']}, expected {version}")
         return stats
 
-    def kl_to_start(self, prompts) -> float | None:
-        """KL(current policy || starting policy) on the fixed prompts, from one sample per prompt."""
+    def kl_to_start(self, prompts) -> dict:
+        """KL(current policy || starting policy) on the fixed prompts, from one sample per prompt (the same
+        seeds every iteration), and a digest of those samples (it changes when the served weights do)."""
         if self.reference is None or not prompts:
-            return None
+            return {"kl_to_start": None, "kl_sample_digest": None}
         samples_of, _ = self.sample(prompts, self.cfg.seed, 1)
         texts = [samples_of[p.prompt_id][0]["text"] if samples_of.get(p.prompt_id) else "" for p in prompts]
         batch = steps.kl_batch(self.tokenizer, prompts, texts, self.cfg.train.max_len)
-        if batch is None:
-            return None
-        return steps.kl_estimate(self.policy.forward("forward_logprobs", batch),
-                                 self.reference.forward("forward_logprobs", batch))
+        kl = None if batch is None else steps.kl_estimate(self.policy.forward("forward_logprobs", batch),
+                                                          self.reference.forward("forward_logprobs", batch))
+        return {"kl_to_start": kl, "kl_sample_digest": content_id(texts)}
 
 
 def run_rft(cfg: RFTConfig) -> dict:
@@ -178,7 +178,7 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
               "samples": len(samples), "sampling_errors": len(errors), "sft_quarantined": len(bad),
               f"distinct_{cfg.distinct_n}": distinct_n([s["text"] for s in samples], cfg.distinct_n),
               "sampled_version": sorted({s["policy"] for s in samples}), **sft_stats,
-              "kl_to_start": run.kl_to_start(kl_set), "sync_s": sync["total_s"], "sync_bytes": sync["bytes"],
+              **run.kl_to_start(kl_set), "sync_s": sync["total_s"], "sync_bytes": sync["bytes"],
               "engine_load_s": sync["engine_load_s"], "weight_version": iteration,
               "iteration_s": time.perf_counter() - started}
     folder = out / "iterations" / f"{iteration:04d}"
@@ -188,5 +188,5 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
     write_table(folder / "preferences.parquet", to_table(prefs, PREFERENCES))
     if errors or bad:
         atomic_write_bytes(folder / "quarantine.jsonl", "".join(json.dumps(e) + "\n" for e in errors + bad).encode())
-    run.metrics.scalars("iteration", iteration, {k: v for k, v in record.items() if not isinstance(v, list)})
+    run.metrics.scalars("iteration", iteration, {k: v for k, v in record.items() if not isinstance(v, (list, str))})
     return record, step
