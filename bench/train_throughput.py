@@ -2,7 +2,7 @@
 
 Same tiny Llama (STACK.md's 25M size by default: hidden 512, 8 layers, 8 heads), same hh-rlhf human pairs
 (only those whose longer side fits --max-len: nobody truncates), pairs per step, epochs, lr (constant; AdamW,
-weight decay 0.01, clip 1.0), fp32, 2 threads a side (TRL in this process; a synthpref group is a Ray actor
+weight decay 0, clip 1.0), fp32, 2 threads a side (TRL in this process; a synthpref group is a Ray actor
 with 2 CPUs, hence 2 threads):
   1. Bradley-Terry reward training, pairs/s: TrainerGroup(role="reward").train("train_bt") vs TRL's
      RewardTrainer (one-logit sequence classifier made from the causal LM, conversational dataset).
@@ -180,7 +180,7 @@ def trl_train(kind: str, model: str, pairs, args) -> dict:
     tok = AutoTokenizer.from_pretrained(model)
     common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size, seed=args.seed,
                   num_train_epochs=args.epochs, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
-                  weight_decay=0.01, max_grad_norm=1.0, optim="adamw_torch", bf16=False, fp16=False,
+                  weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", bf16=False, fp16=False,
                   gradient_checkpointing=False, max_length=args.max_len, report_to=[], save_strategy="no",
                   eval_strategy="no", logging_strategy="no", dataloader_num_workers=0, dataloader_pin_memory=False,
                   use_cpu=True, disable_tqdm=True)

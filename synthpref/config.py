@@ -36,6 +36,7 @@ class EngineConfig:
     in_process: Optional[bool] = field(default=None, metadata={"help": "run vLLM's engine core inside the actor process: null = yes on CPU (starts ~30 s sooner on 2 cores, throughput as good or better, no child processes to orphan), no on GPU"})
     enforce_eager: bool = field(default=True, metadata={"help": 'skip CUDA graphs / torch.compile (needed on CPU)'})
     seed: int = field(default=0, metadata={"help": "engine's base random seed"})
+    weight_transfer: Literal["reload", "nccl"] = field(default="reload", metadata={"help": "how a trainer's new weights reach this engine (rft): reload = through Ray's object store and vLLM's in-place reload (any device, any node); nccl = vLLM's NCCL weight-transfer engine, trainer rank 0 broadcasting to GPU engines (fixed replicas)"})
 
 
 @dataclass

@@ -16,6 +16,7 @@ class TrainConfig:
     zero_stage: int = field(default=0, metadata={"help": "DeepSpeed ZeRO stage 0-3 (3 shards parameters; weights are gathered for saving and sync)"})
     micro_batch: int = field(default=8, metadata={"help": "rows (pairs for reward models) per rank per optimizer step"})
     lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     epochs: int = field(default=1, metadata={"help": "passes over the training rows (rft: over each iteration's survivors)"})
     max_len: int = field(default=1024, metadata={"help": "tokens per row; longer prompts are cut from the left, rows whose response alone does not fit are quarantined"})
     dtype: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={"help": "auto: bf16 where the hardware has it (bf16 GPUs, CPUs with AVX512-BF16/AMX), else fp32"})
@@ -56,7 +57,6 @@ class RFTConfig:
     keep_threshold: Optional[float] = field(default=None, metadata={"help": "keep a prompt's best sample only if its score is >= this (null: always keep the best)"})
     kl_prompts: int = field(default=16, metadata={"help": "fixed prompts (the first ones) on which KL(policy || starting policy) is estimated each iteration"})
     distinct_n: int = field(default=2, metadata={"help": "n of the distinct-n diversity metric of the samples"})
-    weight_sync: Literal["reload", "nccl"] = field(default="reload", metadata={"help": "reload: weights via Ray's object store and vLLM's in-place reload (any device); nccl: vLLM's NCCL weight-transfer engine (GPU engines and trainer only)"})
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -108,7 +108,11 @@ def validate_rft_config(cfg: RFTConfig) -> RFTConfig:
         raise ConfigError("policy.max_tokens: must be >= 1 and below policy.engine.max_model_len")
     if cfg.kl_prompts < 0 or cfg.distinct_n < 1:
         raise ConfigError("kl_prompts must be >= 0 and distinct_n >= 1")
-    if cfg.weight_sync == "nccl" and not (cfg.policy.engine.num_gpus > 0 and cfg.train.num_gpus > 0):
-        raise ConfigError("weight_sync: nccl needs GPU engines (policy.engine.num_gpus > 0) and GPU ranks "
-                          "(train.num_gpus > 0); use reload on CPU")
+    if cfg.policy.engine.weight_transfer == "nccl":
+        if not (cfg.policy.engine.num_gpus > 0 and cfg.train.num_gpus > 0):
+            raise ConfigError("policy.engine.weight_transfer: nccl needs GPU engines (policy.engine.num_gpus > 0) "
+                              "and GPU trainer ranks (train.num_gpus > 0); use reload on CPU")
+        if cfg.policy.pool.max_replicas not in (None, cfg.policy.pool.replicas):
+            raise ConfigError("policy.pool.max_replicas: an NCCL group cannot take new members; with "
+                              "weight_transfer: nccl the sampler pool has a fixed size")
     return cfg

@@ -32,10 +32,11 @@ class EncodedPair:
 
 
 def read_pairs(path: str, fmt: str, split: str, limit: int | None) -> tuple[list[PromptRow], list[dict]]:
-    """Rows with exactly two completions, the first preferred; anything else is quarantined with a reason."""
+    """Rows with exactly two completions, the first preferred; anything else is quarantined with a reason.
+    `limit` counts rows read, usable or not (as data.limit does for every job)."""
     pairs, quarantined = [], []
-    for item in read_prompts(path, fmt, split):
-        if limit is not None and len(pairs) >= limit:
+    for n_read, item in enumerate(read_prompts(path, fmt, split)):
+        if limit is not None and n_read >= limit:
             break
         if isinstance(item, Quarantined):
             quarantined.append(item.to_json())

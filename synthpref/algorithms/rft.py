@@ -16,6 +16,7 @@ from pathlib import Path
 from synthpref.algorithms import rft_steps as steps
 from synthpref.algorithms.label import judge_pointwise
 from synthpref.algorithms.label_io import load_prompts
+from synthpref.algorithms.weight_sync import weight_syncer
 from synthpref.data.pairs import group_by_prompt
 from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SFT, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes
@@ -58,6 +59,7 @@ class RFTRun:
         self.sampler = SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool, cfg.policy.chunk_size,
                                     events=lambda e: metrics.log({"event": "pool", **e}))
         self.jury = Jury(cfg.judging, events=lambda e: metrics.log({"event": "pool", **e}))
+        self.push_weights = weight_syncer(self.policy, self.sampler, cfg.policy.engine)
 
     def shutdown(self) -> None:
         for part in (self.jury, self.sampler, self.reference, self.policy):
@@ -92,9 +94,7 @@ class RFTRun:
 
     def sync(self, version: int) -> dict:
         """Gather the policy's full weights and load them into every sampler engine as `version`."""
-        start = time.perf_counter()
-        stats = self.sampler.sync_weights(self.policy.full_state_dict_ref(), version)
-        stats["total_s"] = time.perf_counter() - start           # gather + transfer + engine reload
+        stats = self.push_weights(version)                     # total_s: gather + transfer + engine load
         if set(stats["engine_versions"]) != {version}:
             raise RuntimeError(f"weight sync: engines report versions {stats['engine_versions']}, expected {version}")
         return stats

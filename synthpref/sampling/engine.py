@@ -79,6 +79,9 @@ class EngineActor:
             tensor_parallel_size=engine.get("tensor_parallel_size", 1),
             worker_extension_cls=weight_sync.EXTENSION,
         )
+        if engine.get("weight_transfer") == "nccl":       # vLLM's weight-transfer engine in every worker
+            from synthpref.sampling import nccl_sync
+            kwargs.update(nccl_sync.engine_kwargs())
         chunked = engine.get("chunked_prefill")
         if chunked is not None or not self.on_gpu:
             kwargs["enable_chunked_prefill"] = bool(chunked)   # off on CPU unless asked: see EngineConfig
@@ -107,6 +110,19 @@ class EngineActor:
         stats = weight_sync.load_into_engine(self.llm, state)
         self.weight_version = version
         return {**stats, "version": version, "pid": os.getpid()}
+
+    def nccl_join(self, host: str, port: int, world_size: int, rank_offset: int) -> bool:
+        """Join the trainer's NCCL weight-transfer group (GPU engines built with weight_transfer: nccl)."""
+        from synthpref.sampling import nccl_sync
+        nccl_sync.engine_init(self.llm, nccl_sync.init_info_for_engine(host, port, world_size, rank_offset))
+        return True
+
+    def nccl_receive(self, update_info: dict, version: int) -> int:
+        """Receive one broadcast of the trainer's weights and serve them as `version`."""
+        from synthpref.sampling import nccl_sync
+        nccl_sync.engine_receive(self.llm, update_info)
+        self.weight_version = version
+        return version
 
     def first_parameter_sum(self) -> float:
         return self.llm.collective_rpc("first_parameter_sum")[0]

@@ -92,6 +92,10 @@ class SamplerGroup:
                 "sync_s": time.perf_counter() - start, "engine_load_s": max((a["load_s"] for a in answers), default=0.0),
                 "engine_versions": [a["version"] for a in answers]}
 
+    def engine_actors(self) -> list:
+        """The live engine actors, in slot order."""
+        return [r.spawned.actor for r in sorted(self.pool.replicas.values(), key=lambda r: r.slot)]
+
     def versions(self) -> list[int]:
         return [info["weight_version"] for info in self.pool.call_all("info")]
 

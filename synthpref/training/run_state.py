@@ -43,4 +43,5 @@ def trainer_group(model: str, role: str, train, seed: int):
     bf16 = train.dtype == "bfloat16" or (train.dtype == "auto" and (train.num_gpus > 0 or cpu_supports_bf16()))
     return TrainerGroup(model, role=role, world_size=train.world_size, stage=train.zero_stage,
                         micro_batch=train.micro_batch, lr=train.lr, seed=seed, bf16=bf16, num_cpus=train.num_cpus,
-                        num_gpus=train.num_gpus, center_coef=train.center_coef, start_timeout_s=train.start_timeout_s)
+                        num_gpus=train.num_gpus, center_coef=train.center_coef, weight_decay=train.weight_decay,
+                        start_timeout_s=train.start_timeout_s)

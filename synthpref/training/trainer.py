@@ -14,7 +14,8 @@ from typing import Any
 
 import ray
 
-from synthpref.training.losses import bradley_terry_loss, dpo_loss, sequence_logprob, sft_loss
+from synthpref.training.forward import response_token_logprobs
+from synthpref.training.losses import bradley_terry_loss, dpo_loss
 
 ROLES = ("policy", "reference", "reward", "critic")
 SCALAR_ROLES = ("reward", "critic")
@@ -62,7 +63,7 @@ class TrainerActor:
 
     def setup(self, master: str, model: str, role: str = "policy", stage: int = 0, micro_batch: int = 2,
               lr: float = 1e-3, seed: int = 0, bf16: bool = False, threads: int | None = None,
-              center_coef: float = 0.0) -> int:
+              center_coef: float = 0.0, weight_decay: float = 0.0) -> int:
         host, port = master.rsplit(":", 1)
         os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": port, "RANK": str(self.rank),
                            "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0"})
@@ -94,7 +95,8 @@ class TrainerActor:
             config["zero_optimization"]["stage"] = 3 if stage == 3 else 0
             self.engine, *_ = deepspeed.initialize(model=net, config=config)
         else:
-            optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
+            optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr,
+                                          weight_decay=weight_decay)
             self.engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer, config=config)
         return self.rank
 
@@ -106,8 +108,8 @@ class TrainerActor:
     def train_sft(self, batch: dict) -> dict:
         """One optimizer step of token cross-entropy on this rank's rows."""
         t = _tensors(batch)
-        out = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
-        loss = sft_loss(out.logits, t["labels"]) * t.get("weight", 1.0)
+        logps, counted = response_token_logprobs(self.engine, t["input_ids"], t["attention_mask"], t["labels"])
+        loss = -logps.sum() / counted.sum().clamp(min=1) * t.get("weight", 1.0)
         self._step(loss)
         return {"loss": float(loss.item()), "tokens": int((t["labels"] != -100).sum())}
 
@@ -126,8 +128,7 @@ class TrainerActor:
         """One DPO step; the batch carries the reference log-probabilities (ref_chosen, ref_rejected)."""
         t = _tensors(batch)
         both = _pair_inputs(t, self.pad_id)
-        logits = self.engine(input_ids=both["input_ids"], attention_mask=both["attention_mask"]).logits
-        logps = sequence_logprob(logits, both["labels"])
+        logps = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"], both["labels"])[0].sum(-1)
         n = t["chosen_input_ids"].shape[0]
         loss, r_c, r_r = dpo_loss(logps[:n], logps[n:], t["ref_chosen"], t["ref_rejected"], beta)
         loss = loss * t.get("weight", 1.0)
@@ -140,8 +141,8 @@ class TrainerActor:
         import torch
         t = _tensors(batch)
         with torch.no_grad():
-            logits = self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
-            return sequence_logprob(logits, t["labels"]).tolist()
+            logps, _ = response_token_logprobs(self.engine, t["input_ids"], t["attention_mask"], t["labels"])
+            return logps.sum(-1).tolist()
 
     def forward_pair_logprobs(self, batch: dict) -> list[list[float]]:
         """[log p(chosen), log p(rejected)] of each pair (reference log-probabilities for DPO)."""
@@ -149,8 +150,8 @@ class TrainerActor:
         t = _tensors(batch)
         both = _pair_inputs(t, self.pad_id)
         with torch.no_grad():
-            logps = sequence_logprob(self.engine(input_ids=both["input_ids"],
-                                                 attention_mask=both["attention_mask"]).logits, both["labels"])
+            logps = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"],
+                                            both["labels"])[0].sum(-1)
         n = t["chosen_input_ids"].shape[0]
         return [[c, r] for c, r in zip(logps[:n].tolist(), logps[n:].tolist())]
 
@@ -162,18 +163,19 @@ class TrainerActor:
             return self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, 0].float().tolist()
 
     # -- weights and checkpoints ---------------------------------------------------------------
-    def full_state_dict(self) -> dict | None:
-        """Every parameter, full size, on CPU; on rank 0 only (all ranks must call: ZeRO-3 gathers are
-        collective). Gathered one parameter at a time so no rank ever holds two full copies."""
+    def full_state_dict(self, device: str | None = "cpu") -> dict | None:
+        """Every parameter, full size, on `device` (None: where it lives); on rank 0 only (all ranks must
+        call: ZeRO-3 gathers are collective). Gathered one parameter at a time, so no rank holds the
+        sharded and the full model at once beyond one parameter."""
         import deepspeed
         out = {}
         for name, param in self.engine.module.named_parameters():
             if self.stage == 3 and hasattr(param, "ds_id"):
                 with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
                     if self.rank == 0:
-                        out[name] = param.detach().to("cpu", copy=True).contiguous()
+                        out[name] = param.detach().to(device or param.device, copy=True).contiguous()
             elif self.rank == 0:
-                out[name] = param.detach().to("cpu", copy=True).contiguous()
+                out[name] = param.detach().to(device or param.device, copy=True).contiguous()
         return out if self.rank == 0 else None
 
     def save_pretrained(self, path: str) -> str | None:
@@ -195,3 +197,29 @@ class TrainerActor:
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} under {path}")
         return True
+
+    # -- NCCL weight transfer to vLLM engines (GPU clusters; untested here: needs CUDA) ---------------
+    def nccl_open(self, host: str, port: int, world_size: int) -> bool:
+        """Rank 0 opens the weight-transfer group (NCCL rank 0); the engines' workers join it."""
+        if self.rank == 0:
+            from synthpref.sampling import nccl_sync
+            self._nccl = nccl_sync.trainer_init(host, port, world_size)
+        return True
+
+    def nccl_update_info(self) -> dict:
+        """Names, dtypes and full shapes of the parameters, in send order (no gather needed)."""
+        import torch
+
+        from synthpref.sampling import nccl_sync
+        return nccl_sync.update_info_for([(name, torch.empty(tuple(getattr(p, "ds_shape", p.shape)), dtype=p.dtype,
+                                                             device="meta"))
+                                          for name, p in self.engine.module.named_parameters()])
+
+    def nccl_send(self) -> dict:
+        """All ranks gather (ZeRO-3); rank 0 broadcasts the full weights from its GPU to the engines."""
+        state = self.full_state_dict(device=None)
+        if self.rank != 0:
+            return {"bytes": 0}
+        from synthpref.sampling import nccl_sync
+        nccl_sync.trainer_send(self._nccl, list(state.items()))
+        return {"bytes": sum(t.numel() * t.element_size() for t in state.values())}

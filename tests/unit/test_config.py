@@ -130,3 +130,38 @@ def test_weighted_jury_needs_some_weight(tmp_path):
                                                            "judging.judges.1.weight=0"])
     with pytest.raises(ConfigError, match="weight > 0"):
         validate_label_config(cfg)
+
+
+TRAIN_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in TRAIN_CONFIGS.glob("*.yaml")))
+def test_shipped_training_configs_are_valid(name):
+    from synthpref.train_config import RFTConfig, TrainRMConfig, validate_rft_config, validate_train_rm_config
+    if name.startswith("rm-"):
+        validate_train_rm_config(load_config(TrainRMConfig, TRAIN_CONFIGS / name))
+    else:
+        assert name.startswith("rft-"), "configs/train/ holds rm-*.yaml and rft-*.yaml"
+        validate_rft_config(load_config(RFTConfig, TRAIN_CONFIGS / name))
+
+
+def test_training_keys_have_help_and_are_in_the_readme():
+    from synthpref.train_config import RFTConfig, TrainRMConfig
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for cls in (TrainRMConfig, RFTConfig):
+        lines = describe_keys(cls)
+        assert [line for line in lines if line.rstrip().endswith(":") and "each item" not in line] == []
+        keys = [line.split(" (")[0].split(":")[0].strip() for line in lines]
+        assert [key for key in keys if key not in readme] == [], cls.__name__
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["judging.mode=pairwise"], "judging.mode: rft scores every sample"),
+    (["policy.engine.weight_transfer=nccl"], "policy.engine.weight_transfer: nccl needs GPU engines"),
+    (["train.zero_stage=4"], "train.zero_stage"),
+    (["train.lr=1e-3", "train.world_size=0"], "train.world_size"),
+])
+def test_rft_config_errors_name_the_key(overrides, message):
+    from synthpref.train_config import RFTConfig, validate_rft_config
+    with pytest.raises(ConfigError, match=message):
+        validate_rft_config(load_config(RFTConfig, TRAIN_CONFIGS / "rft-demo.yaml", overrides))
