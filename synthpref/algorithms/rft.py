@@ -53,11 +53,16 @@ class RFTRun:
 
         self.cfg, self.metrics = cfg, metrics
         self.tokenizer = load_tokenizer(cfg.policy.model)
-        self.policy = trainer_group(cfg.policy.model, "policy", cfg.train, cfg.seed)
+        # the trainer ranks build their engines while the samplers start
+        self.policy = trainer_group(cfg.policy.model, "policy", cfg.train, cfg.seed, wait=False)
         single = dataclasses.replace(cfg.train, world_size=1)
-        self.reference = trainer_group(cfg.policy.model, "reference", single, cfg.seed) if cfg.kl_prompts else None
+        self.reference = (trainer_group(cfg.policy.model, "reference", single, cfg.seed, wait=False)
+                          if cfg.kl_prompts else None)
         self.sampler = SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool, cfg.policy.chunk_size,
                                     events=lambda e: metrics.log({"event": "pool", **e}))
+        for group in (self.policy, self.reference):
+            if group is not None:
+                group.ready()
         self.jury = Jury(cfg.judging, events=lambda e: metrics.log({"event": "pool", **e}))
         self.push_weights = weight_syncer(self.policy, self.sampler, cfg.policy.engine)
 

@@ -58,7 +58,8 @@ class TrainerGroup:
 
     def __init__(self, model: str, role: str = "policy", world_size: int = 1, stage: int = 0, micro_batch: int = 2,
                  lr: float = 1e-3, seed: int = 0, bf16: bool = False, num_cpus: float = 1, num_gpus: float = 0,
-                 center_coef: float = 0.0, weight_decay: float = 0.0, start_timeout_s: float = 600.0):
+                 center_coef: float = 0.0, weight_decay: float = 0.0, start_timeout_s: float = 600.0,
+                 wait: bool = True):
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -76,9 +77,18 @@ class TrainerGroup:
             self.placement, placement_group_bundle_index=r)).remote(r, world_size) for r in range(world_size)]
         master = ray.get(self.actors[0].rendezvous_address.remote())
         threads = max(1, int(num_cpus)) if not num_gpus else None
-        ray.get([a.setup.remote(master, model, role, stage, micro_batch, lr, seed, bf16, threads, center_coef,
-                                weight_decay)
-                 for a in self.actors])
+        self._setup = [a.setup.remote(master, model, role, stage, micro_batch, lr, seed, bf16, threads, center_coef,
+                                      weight_decay) for a in self.actors]
+        if wait:
+            self.ready()
+
+    def ready(self) -> "TrainerGroup":
+        """Wait until every rank has built its engine (construct with wait=False to start other workers,
+        e.g. the vLLM samplers, meanwhile)."""
+        if self._setup:
+            ray.get(self._setup)
+            self._setup = []
+        return self
 
     def _wait_placement(self, timeout_s: float) -> bool:
         ready, _ = ray.wait([self.placement.ready()], timeout=timeout_s)

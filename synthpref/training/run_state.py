@@ -35,8 +35,8 @@ class RunState:
         os.replace(tmp, self.path)
 
 
-def trainer_group(model: str, role: str, train, seed: int):
-    """A TrainerGroup built from a `TrainConfig`."""
+def trainer_group(model: str, role: str, train, seed: int, wait: bool = True):
+    """A TrainerGroup built from a `TrainConfig` (wait=False: still starting; call .ready())."""
     from synthpref.training.group import TrainerGroup
     # auto: bf16 on GPU ranks (the cluster's GPUs, not the driver's, decide: assumed bf16-capable) and on
     # CPUs with native bf16; fp32 elsewhere
@@ -44,4 +44,4 @@ def trainer_group(model: str, role: str, train, seed: int):
     return TrainerGroup(model, role=role, world_size=train.world_size, stage=train.zero_stage,
                         micro_batch=train.micro_batch, lr=train.lr, seed=seed, bf16=bf16, num_cpus=train.num_cpus,
                         num_gpus=train.num_gpus, center_coef=train.center_coef, weight_decay=train.weight_decay,
-                        start_timeout_s=train.start_timeout_s)
+                        start_timeout_s=train.start_timeout_s, wait=wait)

@@ -64,12 +64,6 @@ def test_reward_model_learns_a_rule_judges_preferences(tmp_path, tiny_model):
                                  {"messages": conv + [{"role": "assistant", "content": "the quiet sea"}]}])
     assert polite["score"] > plain["score"]
 
-    trained_steps = sum(e["event"] == "train" for e in events)
-    run(job_command("train-rm", config, tmp_path))                               # finished: nothing retrained
-    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert sum(e["event"] == "train" for e in events) == trained_steps
-    assert [e["resumed_after_epoch"] for e in events if e["event"] == "start"] == [0, 3]
-    assert json.loads((out / "report.json").read_text())["held_out"] == held
 
 
 def test_train_rm_reports_human_agreement_on_hh_rlhf(tmp_path, tiny_model, hh_rlhf_path):

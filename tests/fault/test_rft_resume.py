@@ -23,8 +23,8 @@ def rft_config(out: Path, prompts: Path, model: str) -> dict:
             "policy": {"model": model, "samples_per_prompt": 8, "max_tokens": 16, "engine": {"max_model_len": 256}},
             "judging": {"mode": "pointwise", "judges": [
                 {"id": "e", "type": "function", "function": "tests.rule_judges:letter_e_rate"}]},
-            "train": {"lr": 5.0e-3, "epochs": 2, "micro_batch": 4, "max_len": 256, "world_size": 2,
-                      "zero_stage": 2, "num_cpus": 0.5}}
+            "train": {"lr": 5.0e-3, "epochs": 2, "micro_batch": 8, "max_len": 256, "world_size": 1,
+                      "num_cpus": 1}}
 
 
 def finished(out: Path) -> int:

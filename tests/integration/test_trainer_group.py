@@ -27,11 +27,13 @@ def test_zero_stages_give_the_same_loss_curve_over_two_gloo_ranks(ray_session, t
     from synthpref.training.group import TrainerGroup
 
     batch, curves = sft_batch(), {}
-    for stage in (0, 2, 3):
-        group = TrainerGroup(tiny_model, world_size=2, stage=stage, micro_batch=2, lr=1e-2, num_cpus=0.5)
-        try:
-            curves[stage] = [group.train_sft(batch) for _ in range(4)]
-        finally:
+    groups = {stage: TrainerGroup(tiny_model, world_size=2, stage=stage, micro_batch=2, lr=1e-2, num_cpus=0.5,
+                                  wait=False) for stage in (0, 2, 3)}           # the three start side by side
+    try:
+        for stage, group in groups.items():
+            curves[stage] = [group.ready().train_sft(batch) for _ in range(4)]
+    finally:
+        for group in groups.values():
             group.shutdown()
     assert curves[2] == pytest.approx(curves[0], abs=1e-4)
     assert curves[3] == pytest.approx(curves[0], abs=1e-4)
@@ -41,8 +43,9 @@ def test_zero_stages_give_the_same_loss_curve_over_two_gloo_ranks(ray_session, t
 def test_reward_role_learns_a_rule_and_reference_stays_frozen(ray_session, tiny_model):
     from synthpref.training.group import TrainerGroup
 
-    reward = TrainerGroup(tiny_model, role="reward", world_size=2, stage=2, lr=5e-3, num_cpus=0.5)
+    reward = TrainerGroup(tiny_model, role="reward", world_size=2, stage=2, lr=5e-3, num_cpus=0.5, wait=False)
     reference = TrainerGroup(tiny_model, role="reference", world_size=1, num_cpus=0.5)
+    reward.ready()
     try:
         batch = pair_batch()
         first = reward.train("train_bt", batch)

@@ -1,4 +1,7 @@
 """Weight sync: a trainer's gathered weights served by running vLLM engines, with their version."""
+import os
+import signal
+
 import pytest
 import ray
 import torch
@@ -23,8 +26,9 @@ def test_trained_weights_reach_the_engines(ray_session, tiny_model):
 
     prompts = [PromptRow(prompt_id=f"p{i}", messages=[{"role": "user", "content": f"say something {i}"}],
                          source="test") for i in range(3)]
+    trainer = TrainerGroup(tiny_model, world_size=2, stage=3, lr=2e-2, num_cpus=0.5, wait=False)
     sampler = SamplerGroup(tiny_model, EngineConfig(max_model_len=256), PoolConfig(replicas=1), chunk_size=8)
-    trainer = TrainerGroup(tiny_model, world_size=2, stage=3, lr=2e-2, num_cpus=0.5)
+    trainer.ready()
     try:
         before, names = greedy(sampler, prompts)
         assert sampler.versions() == [0] and all(n == tiny_model for n in names)
@@ -42,6 +46,11 @@ def test_trained_weights_reach_the_engines(ray_session, tiny_model):
         after, names = greedy(sampler, prompts)
         assert after != before and all(n == f"{tiny_model}@v1" for n in names)
         assert sum(t.count("z") for t in after) > sum(t.count("z") for t in before) + 6
+        # a replica lost after the sync is replaced by one that loads the latest weights when it starts
+        os.kill(ray.get(sampler.pool.replicas[0].spawned.actor.info.remote())["pid"], signal.SIGKILL)
+        again, names = greedy(sampler, prompts)
+        assert sampler.pool.stats["replaced"] == 1 and sampler.versions() == [1]
+        assert again == after and all(n == f"{tiny_model}@v1" for n in names)
     finally:
         trainer.shutdown()
         sampler.shutdown()
