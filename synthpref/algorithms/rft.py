@@ -127,6 +127,7 @@ def run_rft(cfg: RFTConfig) -> dict:
     prompts, quarantined, _ = load_prompts(cfg)
     if not prompts:
         raise ValueError(f"data.path: no usable prompts in {cfg.data.path} ({len(quarantined)} quarantined)")
+    atomic_write_bytes(out / "quarantine.jsonl", "".join(json.dumps(q.to_json()) + "\n" for q in quarantined).encode())
     conversations = {p.prompt_id: p.messages for p in prompts}
     kl_set = prompts[:cfg.kl_prompts]
     t = cfg.train

@@ -27,9 +27,9 @@ def deepspeed_config(stage: int, micro_batch: int, bf16: bool = False, clip: flo
             "bf16": {"enabled": bf16}, "gradient_clipping": clip, "steps_per_print": 10 ** 9}
 
 
-def _tensors(batch: dict) -> dict:
+def _tensors(batch: dict, device=None) -> dict:
     import torch
-    return {k: torch.as_tensor(v) for k, v in batch.items()}
+    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
 
 
 def _pair_inputs(t: dict, pad_id: int) -> tuple:
@@ -52,6 +52,7 @@ class TrainerActor:
 
     def __init__(self, rank: int, world_size: int):
         self.rank, self.world_size, self.engine, self.role, self.stage = rank, world_size, None, None, 0
+        self.device = None
 
     def rendezvous_address(self) -> str:
         """host:port for the process group, asked of rank 0 (it listens there)."""
@@ -98,6 +99,7 @@ class TrainerActor:
             optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr,
                                           weight_decay=weight_decay)
             self.engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer, config=config)
+        self.device = self.engine.device             # cuda:0 on a GPU rank (Ray shows it one GPU), else cpu
         return self.rank
 
     def _step(self, loss) -> None:
@@ -107,7 +109,7 @@ class TrainerActor:
     # -- training ------------------------------------------------------------------------------
     def train_sft(self, batch: dict) -> dict:
         """One optimizer step of token cross-entropy on this rank's rows."""
-        t = _tensors(batch)
+        t = _tensors(batch, self.device)
         logps, counted = response_token_logprobs(self.engine, t["input_ids"], t["attention_mask"], t["labels"])
         loss = -logps.sum() / counted.sum().clamp(min=1) * t.get("weight", 1.0)
         self._step(loss)
@@ -115,7 +117,7 @@ class TrainerActor:
 
     def train_bt(self, batch: dict) -> dict:
         """One Bradley-Terry step: chosen and rejected scored in one forward pass."""
-        t = _tensors(batch)
+        t = _tensors(batch, self.device)
         both = _pair_inputs(t, self.pad_id)
         rewards = self.engine(input_ids=both["input_ids"], attention_mask=both["attention_mask"]).logits[:, 0]
         n = t["chosen_input_ids"].shape[0]
@@ -126,7 +128,7 @@ class TrainerActor:
 
     def train_dpo(self, batch: dict, beta: float = 0.1) -> dict:
         """One DPO step; the batch carries the reference log-probabilities (ref_chosen, ref_rejected)."""
-        t = _tensors(batch)
+        t = _tensors(batch, self.device)
         both = _pair_inputs(t, self.pad_id)
         logps = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"], both["labels"])[0].sum(-1)
         n = t["chosen_input_ids"].shape[0]
@@ -139,7 +141,7 @@ class TrainerActor:
     def forward_logprobs(self, batch: dict) -> list[float]:
         """log p(response | prompt) of each row (sum over its counted tokens)."""
         import torch
-        t = _tensors(batch)
+        t = _tensors(batch, self.device)
         with torch.no_grad():
             logps, _ = response_token_logprobs(self.engine, t["input_ids"], t["attention_mask"], t["labels"])
             return logps.sum(-1).tolist()
@@ -147,7 +149,7 @@ class TrainerActor:
     def forward_pair_logprobs(self, batch: dict) -> list[list[float]]:
         """[log p(chosen), log p(rejected)] of each pair (reference log-probabilities for DPO)."""
         import torch
-        t = _tensors(batch)
+        t = _tensors(batch, self.device)
         both = _pair_inputs(t, self.pad_id)
         with torch.no_grad():
             logps = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"],
@@ -158,7 +160,7 @@ class TrainerActor:
     def forward_scores(self, batch: dict) -> list[float]:
         """The scalar score of each row (reward and critic roles)."""
         import torch
-        t = _tensors(batch)
+        t = _tensors(batch, self.device)
         with torch.no_grad():
             return self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, 0].float().tolist()
 
