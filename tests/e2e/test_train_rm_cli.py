@@ -38,7 +38,7 @@ def run(command: list[str]) -> dict:
 
 
 def test_reward_model_learns_a_rule_judges_preferences(tmp_path, tiny_model):
-    rule_pairs(tmp_path / "pairs.jsonl", 240)
+    rule_pairs(tmp_path / "pairs.jsonl", 160)
     labels = tmp_path / "labels"
     run(label_command({"output_dir": str(labels), "data": {"path": str(tmp_path / "pairs.jsonl"), "shard_size": 64},
                        "judging": {"judges": [{"id": "polite", "type": "function",
@@ -46,15 +46,14 @@ def test_reward_model_learns_a_rule_judges_preferences(tmp_path, tiny_model):
     out = tmp_path / "rm"
     config = {"output_dir": str(out), "model": tiny_model, "eval_fraction": 0.25, "seed": 0,
               "data": {"path": str(labels / "preferences")},
-              "train": {"world_size": 2, "zero_stage": 2, "micro_batch": 8, "lr": 2.0e-3, "epochs": 3, "max_len": 128,
-                        "num_cpus": 0.5}}
+              "train": {"micro_batch": 8, "lr": 2.0e-3, "epochs": 2, "max_len": 128, "num_cpus": 1}}
     run(job_command("train-rm", config, tmp_path))
     report = json.loads((out / "report.json").read_text())
-    assert report["pairs"] == 240 and report["quarantined"] == 0
+    assert report["pairs"] == 160 and report["quarantined"] == 0
     held = report["held_out"]
-    assert 40 <= held["pairs"] <= 80 and held["accuracy"] >= 0.9, held          # chance is 0.5
+    assert 25 <= held["pairs"] <= 55 and held["accuracy"] >= 0.9, held          # chance is 0.5
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert sum(e["event"] == "eval" for e in events) == 3
+    assert sum(e["event"] == "eval" for e in events) == 2
     assert any((out / "tensorboard").iterdir())
 
     from synthpref.judging.reward_model import RewardModelActor
@@ -68,11 +67,11 @@ def test_reward_model_learns_a_rule_judges_preferences(tmp_path, tiny_model):
 
 def test_train_rm_reports_human_agreement_on_hh_rlhf(tmp_path, tiny_model, hh_rlhf_path):
     out = tmp_path / "rm"
-    config = {"output_dir": str(out), "model": tiny_model, "data": {"path": str(hh_rlhf_path), "limit": 48},
+    config = {"output_dir": str(out), "model": tiny_model, "data": {"path": str(hh_rlhf_path), "limit": 32},
               "human_eval": {"path": str(hh_rlhf_path), "limit": 40},
               "train": {"micro_batch": 8, "lr": 1.0e-3, "epochs": 1, "max_len": 384, "num_cpus": 1}}
     run(job_command("train-rm", config, tmp_path))
     report = json.loads((out / "report.json").read_text())
     human = report["human_agreement"]
     assert human["pairs"] + human["quarantined"] == 40 and 0.0 <= human["accuracy"] <= 1.0
-    assert report["pairs"] + report["quarantined"] == 48
+    assert report["pairs"] + report["quarantined"] == 32
