@@ -106,7 +106,7 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
     if not train:
         raise ValueError(f"data.path: no usable preference pairs in {cfg.data.path} ({len(quarantined)} quarantined)")
     batch_size = cfg.train.micro_batch * cfg.train.world_size
-    init_ray(cfg.ray, min_cpus=int(cfg.train.world_size * max(1, cfg.train.num_cpus)))
+    started_ray = init_ray(cfg.ray, min_cpus=int(cfg.train.world_size * max(1, cfg.train.num_cpus)))
     group = trainer_group(cfg.model, "reward", cfg.train, cfg.seed)
     try:
         if state.finished:
@@ -140,6 +140,9 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
         group.save_pretrained(out / "model")
     finally:
         group.shutdown()
+        if started_ray:
+            import ray
+            ray.shutdown()
     if quarantined:
         with open(out / "quarantine.jsonl", "w") as fh:
             fh.writelines(json.dumps(q) + "\n" for q in quarantined)
