@@ -118,7 +118,7 @@ class TrainerGroup:
     def full_state_dict_ref(self) -> ray.ObjectRef:
         """A Ray reference to the full weights (rank 0's gather; every rank takes part in ZeRO-3)."""
         refs = [a.full_state_dict.remote() for a in self.actors]
-        ray.wait(refs[1:], num_returns=len(refs) - 1) if len(refs) > 1 else None
+        ray.get(refs[1:])                     # the other ranks' part of the gather (they return None)
         return refs[0]
 
     def save_pretrained(self, path: str) -> str:

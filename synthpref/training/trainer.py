@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from synthpref.training.forward import response_token_logprobs
-from synthpref.training.losses import bradley_terry_loss, dpo_loss
+from synthpref.training.losses import IGNORE, bradley_terry_loss, dpo_loss
 
 ROLES = ("policy", "reference", "reward", "critic")
 SCALAR_ROLES = ("reward", "critic")
@@ -32,18 +32,18 @@ def _tensors(batch: dict, device=None) -> dict:
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
 
 
-def _pair_inputs(t: dict, pad_id: int) -> tuple:
+def _pair_inputs(t: dict, pad_id: int) -> dict:
     """Chosen and rejected rows padded to one width and stacked, so a pair costs one forward pass."""
+    import torch
     import torch.nn.functional as F
     width = max(t["chosen_input_ids"].shape[1], t["rejected_input_ids"].shape[1])
     parts = {}
     for key in ("input_ids", "attention_mask", "labels"):
         if f"chosen_{key}" not in t:
             continue
-        fill = pad_id if key == "input_ids" else (-100 if key == "labels" else 0)
+        fill = pad_id if key == "input_ids" else (IGNORE if key == "labels" else 0)
         parts[key] = [F.pad(t[f"{side}_{key}"], (0, width - t[f"{side}_{key}"].shape[1]), value=fill)
                       for side in ("chosen", "rejected")]
-    import torch
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
@@ -113,7 +113,7 @@ class TrainerActor:
         logps, counted = response_token_logprobs(self.engine, t["input_ids"], t["attention_mask"], t["labels"])
         loss = -logps.sum() / counted.sum().clamp(min=1) * t.get("weight", 1.0)
         self._step(loss)
-        return {"loss": float(loss.item()), "tokens": int((t["labels"] != -100).sum())}
+        return {"loss": float(loss.item()), "tokens": int(counted.sum())}
 
     def train_bt(self, batch: dict) -> dict:
         """One Bradley-Terry step: chosen and rejected scored in one forward pass."""
