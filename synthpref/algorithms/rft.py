@@ -19,21 +19,12 @@ from synthpref.algorithms.label_io import load_prompts
 from synthpref.algorithms.weight_sync import weight_syncer
 from synthpref.data.pairs import group_by_prompt
 from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SFT, content_id, to_table
-from synthpref.data.shards import atomic_write_bytes
+from synthpref.data.shards import atomic_write_bytes, atomic_write_table
 from synthpref.models.loading import load_tokenizer
 from synthpref.monitor.diversity import distinct_n
 from synthpref.monitor.metrics import MetricsLog, progress
 from synthpref.train_config import RFTConfig
 from synthpref.training.run_state import RunState, trainer_group
-
-
-def write_table(path: Path, table) -> None:
-    import io
-
-    import pyarrow.parquet as pq
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def fingerprint(cfg: RFTConfig) -> str:
@@ -188,10 +179,10 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
               "engine_load_s": sync["engine_load_s"], "weight_version": iteration,
               "iteration_s": time.perf_counter() - started}
     folder = out / "iterations" / f"{iteration:04d}"
-    write_table(folder / "samples.parquet", to_table(samples, SAMPLES))
-    write_table(folder / "judgments.parquet", to_table(judgments, JUDGMENTS))
-    write_table(folder / "sft.parquet", to_table(sft, SFT))
-    write_table(folder / "preferences.parquet", to_table(prefs, PREFERENCES))
+    atomic_write_table(folder / "samples.parquet", to_table(samples, SAMPLES))
+    atomic_write_table(folder / "judgments.parquet", to_table(judgments, JUDGMENTS))
+    atomic_write_table(folder / "sft.parquet", to_table(sft, SFT))
+    atomic_write_table(folder / "preferences.parquet", to_table(prefs, PREFERENCES))
     if errors or bad:
         atomic_write_bytes(folder / "quarantine.jsonl", "".join(json.dumps(e) + "\n" for e in errors + bad).encode())
     run.metrics.scalars("iteration", iteration, {k: v for k, v in record.items() if not isinstance(v, (list, str))})

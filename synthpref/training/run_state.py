@@ -3,9 +3,9 @@ and the trainer groups a job config asks for."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from synthpref.data.shards import atomic_write_bytes
 from synthpref.models.loading import cpu_supports_bf16
 
 
@@ -30,9 +30,7 @@ class RunState:
 
     def mark(self, n: int, **extra) -> None:
         self.data = {**self.data, **extra, "finished": n}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, json.dumps(self.data, indent=2).encode())
 
 
 def trainer_group(model: str, role: str, train, seed: int, wait: bool = True):
