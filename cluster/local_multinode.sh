@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# Several Ray nodes on one machine, for trying placement and job submission without a cluster.
-#   cluster/local_multinode.sh start   # head (port 6390, dashboard 127.0.0.1:8269) + one judge node
-#   RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8269 --working-dir . \
-#       -- python jobs/label.py --config configs/ci-tiny.yaml
+# Several Ray nodes on one machine (a head and a worker node), for trying placement and job submission
+# without a cluster. From the project's root, after `make install` (or `make demo`):
+#   cluster/local_multinode.sh start
+#   RAY_AUTH_MODE=token .venv/bin/ray job submit --address http://127.0.0.1:8269 --working-dir . \
+#       --runtime-env jobs/runtime_env.yaml -- python jobs/run.py --chdir "$PWD" label --config configs/ci-tiny.yaml
 #   cluster/local_multinode.sh stop
-# Ray 2.60 uses token authentication: every `ray` command needs RAY_AUTH_MODE=token (STACK.md).
+# - `python` in a submitted job is the first on the PATH of the `ray start` that made the node: this
+#   script puts the project's .venv/bin first, so jobs run with the project's interpreter.
+# - Ray 2.60 uses token authentication: every `ray` command needs RAY_AUTH_MODE=token (STACK.md).
+# - Ports: RAY_PORT (6390), RAY_DASHBOARD_PORT (8269), RAY_CLIENT_PORT (10001); the cluster's files live
+#   under RAY_TEMP_DIR (/tmp/synthpref-ray-$RAY_PORT). `stop` ends this cluster's processes only, found
+#   by that folder, so another Ray on the machine (a test session's, say) lives on.
 set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export RAY_AUTH_MODE=token
-RAY=${RAY:-.venv/bin/ray}
+VENV=${VENV:-$ROOT/.venv}
+export PATH="$VENV/bin:$PATH"
+PORT=${RAY_PORT:-6390}
+DASHBOARD_PORT=${RAY_DASHBOARD_PORT:-8269}
+CLIENT_PORT=${RAY_CLIENT_PORT:-10001}
+TEMP_DIR=${RAY_TEMP_DIR:-/tmp/synthpref-ray-$PORT}
+HEAD_CPUS=${RAY_HEAD_CPUS:-2}
+WORKER_CPUS=${RAY_WORKER_CPUS:-1}
 case "${1:-start}" in
   start)
-    "$RAY" start --head --port=6390 --dashboard-host=127.0.0.1 --dashboard-port=8269 --num-cpus=2
-    "$RAY" start --address=127.0.0.1:6390 --num-cpus=1 --resources='{"judge_node": 1}'
+    ray start --head --port="$PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+      --ray-client-server-port="$CLIENT_PORT" --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats
+    ray start --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" --resources='{"judge_node": 1}' \
+      --disable-usage-stats
+    echo "Ray head at 127.0.0.1:$PORT, dashboard and job API at http://127.0.0.1:$DASHBOARD_PORT"
     ;;
   stop)
-    "$RAY" stop --force
+    python "$ROOT/cluster/stop_local.py" "$TEMP_DIR" "$PORT"
     ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

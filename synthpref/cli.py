@@ -7,11 +7,10 @@ import signal
 import sys
 from pathlib import Path
 
-from synthpref.config import (ConfigError, EvalJudgeConfig, LabelConfig, describe_keys, load_config,
+from synthpref.config import (EvalJudgeConfig, LabelConfig, describe_keys, load_config,
                               validate_eval_config, validate_label_config)
-from synthpref.data.shards import FingerprintMismatch
-from synthpref.pool import PoolError
-from synthpref.training.run_state import RunMismatch
+from synthpref.errors import EXIT_RESOURCES, EXIT_USER, ResourceError, UserError, cause_of
+from synthpref.models import precision
 from synthpref.train_config import RFTConfig, TrainRMConfig, validate_rft_config, validate_train_rm_config
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -108,6 +107,8 @@ def print_summary(summary: dict) -> None:
         corr = rep["length_correlation"]
         print(f"  judge {jid}: flip rate {'n/a' if flip is None else f'{flip:.3f}'}, length corr "
               f"{'n/a' if corr is None else f'{corr:+.3f}'}, failed {rep['failed']}/{rep['votes']}")
+    if summary.get("dtypes"):
+        print(f"  precision: {precision.describe(summary['dtypes'])}")
     cost = summary.get("cost")
     if cost and cost["usd_per_label"] is not None:
         print(f"  judge cost: ${cost['usd_total']:.4f} in all, ${cost['usd_per_label']:.6f} per label "
@@ -143,13 +144,17 @@ def main(argv: list[str] | None = None) -> int:
             path = build_tiny_model(args.out, seed=args.seed, hidden_size=args.hidden_size,
                                     num_layers=args.layers, num_heads=args.heads, reward=args.reward)
             print(f"tiny model written to {path}")
-    except (ConfigError, FileNotFoundError, FingerprintMismatch, RunMismatch) as exc:
-        print(f"synthpref: error: {exc}", file=sys.stderr)
-        return 2
-    except PoolError as exc:   # the cluster cannot host a pool, or its replicas keep dying
-        print(f"synthpref: error: {exc}", file=sys.stderr)
-        return 3
+    except UserError as exc:        # bad input or config: one line naming what to fix (errors.py)
+        print(f"synthpref: error: {one_line(cause_of(exc))}", file=sys.stderr)
+        return EXIT_USER
+    except ResourceError as exc:    # the cluster cannot host a pool or a trainer group
+        print(f"synthpref: error: {one_line(cause_of(exc))}", file=sys.stderr)
+        return EXIT_RESOURCES
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

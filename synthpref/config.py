@@ -15,8 +15,10 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from synthpref.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config key is unknown or its value is invalid; the message names the key."""
 
 

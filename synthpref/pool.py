@@ -26,13 +26,14 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from synthpref.config import PoolConfig
+from synthpref.errors import ResourceError
 
 log = logging.getLogger(__name__)
 ACTOR_LOST = (RayActorError, ActorUnavailableError)
 UNHEALTHY_AFTER = 3            # consecutive failed chunks before an idle replica is restarted
 
 
-class PoolError(RuntimeError):
+class PoolError(ResourceError):
     """The pool cannot go on: a replica cannot start, or replacements are used up."""
 
 
@@ -256,6 +257,11 @@ class ReplicaPool:
 
     def infos(self) -> list[dict]:
         return [r.info for r in sorted(self.replicas.values(), key=lambda r: r.slot)]
+
+    def dtype(self) -> str | None:
+        """The dtype the started replicas report running ("a, b" if they differ; None: not reported)."""
+        seen = sorted({r.info["dtype"] for r in self.replicas.values() if r.info.get("dtype")})
+        return ", ".join(seen) or None
 
     def shutdown(self) -> None:
         """Stop every replica gracefully (engines free their processes), then end the actors."""

@@ -14,16 +14,20 @@ def vllm_processes() -> list[psutil.Process]:
     return found
 
 
-def train_always_first_judge(path: str, steps: int = 60) -> None:
+def train_always_first_judge(path: str, max_steps: int = 300, min_prob: float = 0.9) -> None:
     """Fine-tune the tiny model to answer every judge prompt with "[[A]]" (a maximally position-biased
-    judge whose verdicts parse), so the text path and the bias statistics can be checked for real."""
+    judge whose verdicts parse), so the text path and the bias statistics can be checked for real.
+
+    Full-batch steps until every target token has probability >= `min_prob` (so greedy decoding gives
+    exactly the target, with room for bf16 rounding): the result then does not hang on the CPU's
+    arithmetic (a fixed 60 single-example steps learned "[[A]" on one CPU and "[[A]]" on another)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from synthpref.judging import templates
 
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     examples = []
     for i in range(8):
         conv = [{"role": "user", "content": f"question number {i}: tell me about the sea"}]
@@ -34,15 +38,25 @@ def train_always_first_judge(path: str, steps: int = 60) -> None:
             p_ids = tok.encode(prompt, add_special_tokens=False)
             t_ids = tok.encode(target, add_special_tokens=False)
             examples.append((p_ids + t_ids, [-100] * len(p_ids) + t_ids))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x, _ in examples])
+    labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in examples])
+    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in examples])
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
     torch.manual_seed(0)
-    for step in range(steps):
-        ids, labels = examples[step % len(examples)]
-        loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
-        loss.backward()
+    targets = labels[:, 1:]
+    for _ in range(max_steps):
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                                       reduction="none")[targets != -100]
+        worst = float(torch.exp(-token_loss.max()))
+        if worst >= min_prob:
+            break
+        token_loss.mean().backward()
         opt.step()
         opt.zero_grad()
+    assert worst >= min_prob, f"the always-first judge did not learn its answer (worst token p={worst:.3f})"
     model.save_pretrained(path, safe_serialization=True)
 
 

@@ -17,6 +17,8 @@ from synthpref.config import EvalJudgeConfig
 from synthpref.data.pairs import Pair, given_samples
 from synthpref.data.readers import PromptRow, Quarantined, read_prompts
 from synthpref.data.schema import content_id
+from synthpref.errors import NoUsableRows
+from synthpref.models.precision import describe as describe_dtypes
 from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE
 from synthpref.monitor import bias
 from synthpref.monitor.metrics import progress
@@ -79,11 +81,15 @@ def run_eval_judge(cfg: EvalJudgeConfig) -> dict:
 
     preflight(cfg)
     pairs, human, conversations, quarantined, n_read = human_pairs(cfg)
+    if not pairs:
+        raise NoUsableRows(f"data.path: no human-labelled pairs in {cfg.data.path} ({len(quarantined)} quarantined: "
+                           f"{sorted({q.reason for q in quarantined})})")
     jury_tally, tallies = new_tally(), {j.id: new_tally() for j in cfg.judging.judges}
     stats = {j.id: bias.new_judge_stats() for j in cfg.judging.judges}
     agreement: dict = {}
     consistent = checked = longer_is_human = 0
     with workers(cfg, needs_sampler=False) as (_, jury):
+        dtypes = jury.dtypes()
         bar = progress(total=len(pairs), desc="judging human-labelled pairs", unit="pair", enabled=cfg.progress)
         for start in range(0, len(pairs), cfg.chunk_pairs):
             batch = pairs[start:start + cfg.chunk_pairs]
@@ -108,7 +114,7 @@ def run_eval_judge(cfg: EvalJudgeConfig) -> dict:
     for q in quarantined:
         reasons[q.reason] = reasons.get(q.reason, 0) + 1
     report = {
-        "data": str(cfg.data.path), "rows_read": n_read, "pairs": len(pairs), "quarantined": len(quarantined),
+        "data": str(cfg.data.path), "dtypes": dtypes, "rows_read": n_read, "pairs": len(pairs), "quarantined": len(quarantined),
         "quarantined_by_reason": reasons,
         "jury": {**rates(jury_tally), "rule": cfg.judging.jury_rule, "order_rule": cfg.judging.order_rule,
                  "position_consistency": consistent / checked if checked else None},
@@ -145,4 +151,6 @@ def format_table(report: dict) -> str:
     b = report["baselines"]
     lines.append(f"position consistency of the jury: {pct(j['position_consistency'])}; baselines: the longer "
                  f"response is the human's choice in {pct(b['longer_response_is_human_choice'])}, chance 50.0%")
+    if report.get("dtypes"):
+        lines.append(f"precision: {describe_dtypes(report['dtypes'])}")
     return "\n".join(lines)

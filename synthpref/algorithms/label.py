@@ -114,6 +114,12 @@ def judge_pointwise(samples_of: dict, conversations: dict, jury, cfg: LabelConfi
     return rows, prefs, stats
 
 
+def running_dtypes(sampler, jury) -> dict[str, str]:
+    """The dtype each engine pool of the job runs, as its replicas report it."""
+    dtypes = {"sampler": sampler.dtype()} if sampler is not None and sampler.dtype() else {}
+    return {**dtypes, **jury.dtypes()}
+
+
 def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> tuple[dict, dict]:
     """One shard: sample, judge, decide. Returns its four tables and its counts. `on_done(n)` is told
     of every n finished engine or judge requests (for a live progress bar)."""
@@ -133,6 +139,7 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> 
         "completion_tokens": sum(r["completion_tokens"] or 0 for r in rows),
         "chosen_longer": sum(1 for p in prefs if p["length_delta"] > 0),
         "judges": stats["judges"], "judge_agreement": stats["agreement"],
+        "dtypes": running_dtypes(sampler, jury),
     })
     tables = {"prompts": to_table([prompt_row(r) for r in shard.rows], PROMPTS),
               "samples": to_table(samples, SAMPLES), "judgments": to_table(rows, JUDGMENTS),
@@ -146,6 +153,7 @@ def label_shards(todo: list[Shard], cfg: LabelConfig, store: ShardStore, metrics
     with workers(cfg, needs_sampler, metrics.log) as (sampler, jury):
         bar = progress(total=sum(len(s.rows) for s in todo), desc="labelling prompts", unit="prompt",
                        enabled=cfg.progress)
+        metrics.log({"event": "dtypes", **running_dtypes(sampler, jury)})
         requests = progress(total=None, desc="engine requests", unit="req", enabled=cfg.progress, position=1)
         totals: dict = {}
         for shard in todo:

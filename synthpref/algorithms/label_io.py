@@ -12,7 +12,7 @@ from synthpref.data.readers import PromptRow, Quarantined, read_prompts
 from synthpref.data.schema import content_id
 from synthpref.data.shards import ShardStore, atomic_write_bytes
 from synthpref.judging.verdicts import FIRST
-from synthpref.models.loading import chat_prompt_ids, load_tokenizer
+from synthpref.models.loading import chat_prompt_ids, tokenizer_or_error
 from synthpref.monitor import bias
 
 # Settings that change where or how fast work runs, not what it produces: left out of the fingerprint.
@@ -73,14 +73,6 @@ def preflight(cfg: LabelConfig) -> None:
         if judge.type == "http":
             read_api_key(judge.endpoint.api_key_env, f"{key}.endpoint.api_key_env")
             check_reachable(judge.endpoint.base_url, f"{key}.endpoint.base_url")
-
-
-def tokenizer_or_error(model: str, key: str):
-    """The model's tokenizer, or a ConfigError naming the key when it cannot be loaded."""
-    try:
-        return load_tokenizer(model)
-    except Exception as exc:  # OSError for a missing path or hub name, ValueError for no chat template
-        raise ConfigError(f"{key}: cannot load a tokenizer from {model!r}: {exc}") from exc
 
 
 def load_prompts(cfg: LabelConfig) -> tuple[list[PromptRow], list[Quarantined], int]:
@@ -149,7 +141,7 @@ def preference_row(cfg: LabelConfig, pair, decision, votes, conversation: list[d
         score_chosen, score_rejected = decision.score_best, decision.score_worst
         pair_id = content_id(chosen["prompt_id"], chosen["sample_id"], rejected["sample_id"])
         confidence, consistent, vote_of = decision.agreement, None, None
-    provenance = {"policy": chosen["policy"], "sample_ids": [chosen["sample_id"], rejected["sample_id"]],
+    provenance = {"policy": chosen["policy"], "policy_dtype": chosen.get("dtype"), "sample_ids": [chosen["sample_id"], rejected["sample_id"]],
                   "seeds": [chosen["seed"], rejected["seed"]], "judges": judges, "mode": cfg.judging.mode,
                   "both_orders": cfg.judging.both_orders, "order_rule": cfg.judging.order_rule,
                   "jury_rule": cfg.judging.jury_rule, "votes": vote_of}
@@ -206,6 +198,7 @@ def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quaranti
               "failed_verdicts": totals["failed_verdicts"]}
     checked = totals["checked_pairs"]
     return {
+        "dtypes": merged_dtypes(store.stats(s.shard_id).get("dtypes", {}) for s in shards),
         "output_dir": str(Path(cfg.output_dir).resolve()),
         "counts": counts,
         "quarantined_by_reason": reasons,
@@ -221,6 +214,15 @@ def summarise(cfg: LabelConfig, store: ShardStore, shards: list[Shard], quaranti
         "outputs": {name: str(Path(cfg.output_dir) / name) for name in
                     ("preferences", "judgments", "samples", "prompts", "quarantine.jsonl", "metrics.jsonl", "summary.json")},
     }
+
+
+def merged_dtypes(per_shard) -> dict[str, str]:
+    """{component: dtype} over the shards' records ("a, b" where shards ran in different dtypes)."""
+    seen: dict[str, set] = {}
+    for dtypes in per_shard:
+        for name, dtype in dtypes.items():
+            seen.setdefault(name, set()).update(dtype.split(", "))
+    return {name: ", ".join(sorted(values)) for name, values in seen.items()}
 
 
 def cost_report(cfg: LabelConfig, judges: dict[str, dict], labels: int) -> dict | None:

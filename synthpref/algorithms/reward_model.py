@@ -17,7 +17,9 @@ from pathlib import Path
 from synthpref.cluster import init_ray
 from synthpref.data.readers import PromptRow, Quarantined, read_prompts
 from synthpref.data.schema import content_id
-from synthpref.models.loading import load_tokenizer
+from synthpref.data.shards import atomic_write_bytes
+from synthpref.errors import NoUsableRows
+from synthpref.models.loading import tokenizer_or_error
 from synthpref.monitor.metrics import MetricsLog, progress
 from synthpref.train_config import TrainRMConfig
 from synthpref.training.batches import TooLong, collate_pairs, encode_scored, length_sorted_batches, shuffled
@@ -98,20 +100,24 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state = RunState(out, content_id(dataclasses.asdict(cfg), "train-rm"))
     metrics = MetricsLog(out / "metrics.jsonl", out / "tensorboard")
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = tokenizer_or_error(cfg.model, "model")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows, quarantined = read_pairs(cfg.data.path, cfg.data.format, cfg.data.split, cfg.data.limit)
     pairs = encode_pairs(tokenizer, rows, cfg.train.max_len, quarantined)
     train, test = held_out_split(pairs, cfg.eval_fraction, cfg.seed)
+    atomic_write_bytes(out / "quarantine.jsonl", "".join(json.dumps(q) + "\n" for q in quarantined).encode())
     if not train:
-        raise ValueError(f"data.path: no usable preference pairs in {cfg.data.path} ({len(quarantined)} quarantined)")
+        held = f", all {len(pairs)} held out" if pairs else ""
+        raise NoUsableRows(f"data.path: no preference pairs to train on in {cfg.data.path}{held} ({len(quarantined)} "
+                           f"quarantined, listed in {out / 'quarantine.jsonl'})")
     batch_size = cfg.train.micro_batch * cfg.train.world_size
     started_ray = init_ray(cfg.ray, min_cpus=int(cfg.train.world_size * max(1, cfg.train.num_cpus)))
     group = trainer_group(cfg.model, "reward", cfg.train, cfg.seed)
     try:
         if state.finished:
             group.load_checkpoint(out / "checkpoints", f"epoch{state.finished}")
-        metrics.log({"event": "start", "pairs": len(pairs), "train": len(train), "held_out": len(test),
+        print(f"reward model trainer ranks run {group.dtype}")
+        metrics.log({"event": "start", "dtypes": {"reward_trainer": group.dtype}, "pairs": len(pairs), "train": len(train), "held_out": len(test),
                      "quarantined": len(quarantined), "resumed_after_epoch": state.finished})
         steps_per_epoch = -(-len(train) // batch_size)
         step = state.finished * steps_per_epoch
@@ -129,7 +135,8 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
                                            "held_out_margin": held["mean_margin"]})
             group.save_checkpoint(out / "checkpoints", f"epoch{epoch}")
             state.mark(epoch)
-        report = {"output_dir": str(out), "model_dir": str(out / "model"), "pairs": len(pairs),
+        report = {"output_dir": str(out), "model_dir": str(out / "model"), "dtypes": {"reward_trainer": group.dtype},
+                  "pairs": len(pairs),
                   "train_pairs": len(train), "quarantined": len(quarantined),
                   "held_out": accuracy(group, test, batch_size, pad_id)}
         if cfg.human_eval.path:
@@ -143,9 +150,6 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
         if started_ray:
             import ray
             ray.shutdown()
-    if quarantined:
-        with open(out / "quarantine.jsonl", "w") as fh:
-            fh.writelines(json.dumps(q) + "\n" for q in quarantined)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     metrics.log({"event": "end", **{k: v for k, v in report.items() if k != "output_dir"}})
     metrics.close()

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from synthpref.algorithms import rft_steps as steps
 from synthpref.algorithms.label import judge_pointwise
-from synthpref.algorithms.label_io import load_prompts
+from synthpref.algorithms.label_io import load_prompts, preflight
 from synthpref.algorithms.weight_sync import weight_syncer
 from synthpref.data.pairs import group_by_prompt
 from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SFT, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
-from synthpref.models.loading import load_tokenizer
+from synthpref.errors import NoUsableRows
+from synthpref.models.loading import load_tokenizer, tokenizer_or_error
+from synthpref.models.precision import describe as describe_dtypes
 from synthpref.monitor.diversity import distinct_n
 from synthpref.monitor.metrics import MetricsLog, progress
 from synthpref.train_config import RFTConfig
@@ -56,6 +58,13 @@ class RFTRun:
                 group.ready()
         self.jury = Jury(cfg.judging, events=lambda e: metrics.log({"event": "pool", **e}))
         self.push_weights = weight_syncer(self.policy, self.sampler, cfg.policy.engine)
+
+    def dtypes(self) -> dict[str, str]:
+        """The dtype each part runs: trainer ranks (policy, reference), sampler engines, judges."""
+        parts = {"policy_trainer": self.policy.dtype, "sampler": self.sampler.dtype()}
+        if self.reference is not None:
+            parts["reference_trainer"] = self.reference.dtype
+        return {**parts, **self.jury.dtypes()}
 
     def shutdown(self) -> None:
         for part in (self.jury, self.sampler, self.reference, self.policy):
@@ -115,10 +124,13 @@ def run_rft(cfg: RFTConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state = RunState(out, fingerprint(cfg))
     metrics = MetricsLog(out / "metrics.jsonl", out / "tensorboard")
+    preflight(cfg)
+    tokenizer_or_error(cfg.policy.model, "policy.model")
     prompts, quarantined, _ = load_prompts(cfg)
-    if not prompts:
-        raise ValueError(f"data.path: no usable prompts in {cfg.data.path} ({len(quarantined)} quarantined)")
     atomic_write_bytes(out / "quarantine.jsonl", "".join(json.dumps(q.to_json()) + "\n" for q in quarantined).encode())
+    if not prompts:
+        raise NoUsableRows(f"data.path: no usable prompts in {cfg.data.path} ({len(quarantined)} quarantined, "
+                           f"listed in {out / 'quarantine.jsonl'})")
     conversations = {p.prompt_id: p.messages for p in prompts}
     kl_set = prompts[:cfg.kl_prompts]
     t = cfg.train
@@ -131,7 +143,9 @@ def run_rft(cfg: RFTConfig) -> dict:
         if version:
             run.policy.load_checkpoint(out / "checkpoints", f"iter{version}")
             run.sync(version)
-        metrics.log({"event": "start", "prompts": len(prompts), "quarantined": len(quarantined),
+        dtypes = run.dtypes()
+        print(f"precision: {describe_dtypes(dtypes)}")
+        metrics.log({"event": "start", "dtypes": dtypes, "prompts": len(prompts), "quarantined": len(quarantined),
                      "resumed_after_iteration": version})
         for iteration in range(state.finished + 1, cfg.iterations + 1):
             record, step = one_iteration(run, prompts, conversations, kl_set, iteration, step, out)
@@ -144,7 +158,7 @@ def run_rft(cfg: RFTConfig) -> dict:
         if started_ray:
             import ray
             ray.shutdown()
-    report = {"output_dir": str(out), "policy_dir": str(out / "policy"), "iterations": history,
+    report = {"output_dir": str(out), "policy_dir": str(out / "policy"), "dtypes": dtypes, "iterations": history,
               "quarantined": len(quarantined)}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     metrics.log({"event": "end", "iterations": len(history)})

@@ -10,7 +10,8 @@ from synthpref.data.schema import content_id
 def given_samples(prompt_id: str, completions: list[str]) -> list[dict]:
     """Ready completions as rows of the samples table (policy "given", no seed)."""
     return [{"prompt_id": prompt_id, "sample_id": content_id(prompt_id, j, text), "policy": "given",
-             "text": text, "n_tokens": None, "logprob": None, "finish_reason": "given", "seed": None}
+             "text": text, "n_tokens": None, "logprob": None, "finish_reason": "given", "seed": None,
+             "dtype": None}
             for j, text in enumerate(completions)]
 
 

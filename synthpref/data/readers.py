@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator, Union
 
 from synthpref.data.schema import content_id
+from synthpref.errors import MissingInput
 
 REASONS = {
     "malformed_json": "the line is not valid JSON",
@@ -222,11 +223,11 @@ def read_prompts(path: str, fmt: str = "auto", split: str = "train") -> Iterator
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt in ("jsonl", "hh-rlhf"):
         if not Path(path).exists():
-            raise FileNotFoundError(f"data.path: {path} does not exist")
+            raise MissingInput(f"data.path: {path} does not exist")
         items = read_jsonl(Path(path))
     elif fmt == "parquet":
         if not Path(path).exists():
-            raise FileNotFoundError(f"data.path: {path} does not exist")
+            raise MissingInput(f"data.path: {path} does not exist")
         items = read_parquet(Path(path))
     else:
         items = read_hf(path, split)

@@ -29,6 +29,7 @@ SAMPLES = pa.schema([
     ("logprob", pa.float64()),           # cumulative logprob of the sample, when sampled
     ("finish_reason", pa.string()),
     ("seed", pa.int64()),
+    ("dtype", pa.string()),              # the dtype of the engine that sampled it (null for ready completions)
 ])
 
 JUDGMENTS = pa.schema([

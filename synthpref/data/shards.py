@@ -15,6 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthpref.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -56,7 +58,7 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
         raise
 
 
-class FingerprintMismatch(RuntimeError):
+class FingerprintMismatch(UserError):
     """The output directory holds shards of a job with a different config."""
 
 

@@ -67,7 +67,16 @@ class Jury:
     def describe(self) -> list[dict]:
         return [{"id": j.id, "type": j.cfg.type, "model": j.cfg.model or None, "function": j.cfg.function or None,
                  "verdict": j.cfg.verdict, "template": getattr(getattr(j, "template", None), "name", None),
-                 "template_hash": j.template_hash} for j in self.judges]
+                 "template_hash": j.template_hash, "dtype": self._dtype(j)} for j in self.judges]
+
+    def dtypes(self) -> dict[str, str]:
+        """{"judge:ID": dtype} for the judges whose replicas report one (local engines, reward models)."""
+        return {f"judge:{j.id}": self._dtype(j) for j in self.judges if self._dtype(j)}
+
+    @staticmethod
+    def _dtype(judge) -> str | None:
+        pool = getattr(judge, "pool", None)
+        return pool.dtype() if pool is not None else None
 
     def shutdown(self) -> None:
         for pool in self.pools.values():

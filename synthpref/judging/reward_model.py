@@ -33,7 +33,8 @@ class RewardModelActor:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from synthpref.models.loading import load_tokenizer, resolve_dtype
+        from synthpref.models.loading import load_tokenizer
+        from synthpref.models.precision import dtype_name, resolve_dtype
 
         on_gpu = engine.get("num_gpus", 0) > 0 and torch.cuda.is_available()
         if cores and hasattr(os, "sched_setaffinity"):
@@ -42,12 +43,12 @@ class RewardModelActor:
         dtype = resolve_dtype(engine.get("dtype", "auto"), on_gpu)
         self.device = "cuda" if on_gpu else "cpu"
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            model, torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto").to(self.device).eval()
+            model, dtype=getattr(torch, dtype)).to(self.device).eval()
         self.tokenizer = load_tokenizer(model)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
         self.max_len = engine.get("max_model_len", 1024)
-        self.name, self.cores, self.dtype = model, cores, dtype
+        self.name, self.cores, self.dtype = model, cores, dtype_name(self.model.dtype)
         self.micro_batch = 16
 
     def info(self) -> dict:

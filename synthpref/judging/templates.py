@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from synthpref.errors import MissingInput
+
 
 @dataclass(frozen=True)
 class Template:
@@ -77,7 +79,7 @@ def get_template(name: str, kind: str, verdict: str) -> Template:
         tpl = BUILTIN[name]
     elif Path(name).suffix in (".yaml", ".yml"):
         if not Path(name).exists():
-            raise FileNotFoundError(f"judge template file {name} does not exist")
+            raise MissingInput(f"judge template file {name} does not exist")
         fields = yaml.safe_load(Path(name).read_text())
         fields["choices"] = tuple(fields.get("choices", ()))
         tpl = Template(**fields)

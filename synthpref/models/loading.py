@@ -5,7 +5,23 @@ trained; the sampler engines and the driver's length checks use this same render
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+
+
+def for_workers(name_or_path: str) -> str:
+    """A model or folder given as a local path, made absolute for the actors that open it (they run in
+    other folders: a submitted job's actors in Ray's copy of the working dir); a hub name as it is."""
+    return os.path.abspath(name_or_path) if name_or_path and os.path.exists(name_or_path) else name_or_path
+
+
+def tokenizer_or_error(model: str, key: str):
+    """The model's tokenizer, or a ConfigError naming the key (exit 2) when it cannot be loaded."""
+    from synthpref.config import ConfigError
+    try:
+        return load_tokenizer(model)
+    except Exception as exc:  # OSError for a missing path or hub name, ValueError for no chat template
+        raise ConfigError(f"{key}: cannot load a tokenizer from {model!r}: {exc}") from exc
 
 
 @lru_cache(maxsize=8)
@@ -38,23 +54,3 @@ def conversation_ids(tokenizer, messages: list[dict]) -> list[int]:
     the reward-model judge scores and `synthpref train-rm` trains on this same rendering."""
     ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), where STACK.md measured
-    bf16 2.3x faster than fp32; elsewhere bf16 on CPU is emulated and slower."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_dtype(setting: str, on_gpu: bool) -> str:
-    """`auto` picks bf16 where the hardware runs it natively, else fp32 on CPU and the model's own on GPU."""
-    if setting != "auto":
-        return setting
-    if on_gpu:
-        import torch
-        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "auto"
-    return "bfloat16" if cpu_supports_bf16() else "float32"

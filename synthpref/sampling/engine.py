@@ -12,7 +12,8 @@ import os
 import time
 from typing import Any
 
-from synthpref.models.loading import chat_prompt_ids, resolve_dtype
+from synthpref.models.loading import chat_prompt_ids
+from synthpref.models.precision import dtype_name, resolve_dtype
 from synthpref.sampling import reaper, weight_sync
 
 
@@ -90,6 +91,7 @@ class EngineActor:
             if engine.get("tensor_parallel_size", 1) > 1:
                 kwargs["distributed_executor_backend"] = "ray"
         self.llm = LLM(**kwargs)
+        self.dtype = self._running_dtype()
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = engine["max_model_len"]
         self.cores = cores
@@ -100,6 +102,11 @@ class EngineActor:
             self.load_weights(weights, weight_version)
 
     # -- helpers -------------------------------------------------------------------------------
+    def _running_dtype(self) -> str:
+        """The dtype vLLM resolved and runs (it may differ from the one asked for, e.g. "auto" on GPU)."""
+        config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        return dtype_name(config.dtype) if getattr(config, "dtype", None) is not None else self.dtype
+
     def info(self) -> dict:
         return {"pid": os.getpid(), "model": self.model, "max_model_len": self.max_model_len, "served": self.served,
                 "cores": self.cores, "dtype": self.dtype, "engine_pids": self._reaper.pids if self._reaper else [],
@@ -180,7 +187,7 @@ class EngineActor:
             results[i] = {"text": comp.text, "n_tokens": len(comp.token_ids),
                           "logprob": comp.cumulative_logprob, "finish_reason": comp.finish_reason,
                           "prompt_tokens": len(out.prompt_token_ids), "latency_s": latency,
-                          "weight_version": self.weight_version}
+                          "weight_version": self.weight_version, "dtype": self.dtype}
         return results
 
     def choice_logprobs(self, requests: list[dict]) -> list[dict]:

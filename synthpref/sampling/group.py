@@ -7,9 +7,10 @@ from typing import Callable
 
 import ray
 
-from synthpref.cluster import core_plan, engine_placement, omp_binding_env
+from synthpref.cluster import actor_env, core_plan, engine_placement, omp_binding_env
 from synthpref.config import EngineConfig, PoolConfig
 from synthpref.data.schema import content_id
+from synthpref.models.loading import for_workers
 from synthpref.pool import ReplicaPool, Spawned
 from synthpref.sampling.engine import EngineActor
 
@@ -19,6 +20,7 @@ def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cl
     """A function that starts the engine replica of one slot. CPU engines get the slot's own cores, so N
     engines on N cores run in parallel (vLLM's default binding puts them all on core 0). A replica started
     after a weight sync (a replacement, a scale-up) loads `latest_weights()` = (object ref, version)."""
+    model = for_workers(model)
     on_cpu = engine.num_gpus == 0 and engine.tensor_parallel_size == 1
     cores = core_plan(max_replicas, engine.cpu_cores) if on_cpu else [None] * max_replicas
     remote_cls = ray.remote(actor_cls)
@@ -27,8 +29,8 @@ def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cl
     def spawn(slot: int) -> Spawned:
         opts, demand, release = engine_placement(engine)
         slot_cores = cores[slot % len(cores)]
-        if slot_cores and engine.in_process is not False:          # in-process CPU engine: pin its OpenMP threads
-            opts["runtime_env"] = {"env_vars": omp_binding_env(slot_cores)}
+        pinned = slot_cores and engine.in_process is not False      # in-process CPU engine: pin its OpenMP threads
+        opts["runtime_env"] = actor_env(omp_binding_env(slot_cores) if pinned else None)
         latest = latest_weights()
         extra = (20, latest[0], latest[1]) if latest else ()
         actor = remote_cls.options(**opts).remote(model, engine_dict, slot_cores, *extra)
@@ -79,7 +81,8 @@ class SamplerGroup:
             name = policy_name or self.model
             rows.append({"prompt_id": prompt_id, "sample_id": content_id(prompt_id, j, seed),
                          "policy": f"{name}@v{version}" if version else name, "text": out["text"], "n_tokens": out["n_tokens"],
-                         "logprob": out["logprob"], "finish_reason": out["finish_reason"], "seed": seed})
+                         "logprob": out["logprob"], "finish_reason": out["finish_reason"], "seed": seed,
+                         "dtype": out.get("dtype")})
         return rows, errors
 
     def sync_weights(self, weights_ref, version: int) -> dict:
@@ -95,6 +98,9 @@ class SamplerGroup:
     def engine_actors(self) -> list:
         """The live engine actors, in slot order."""
         return [r.spawned.actor for r in sorted(self.pool.replicas.values(), key=lambda r: r.slot)]
+
+    def dtype(self) -> str | None:
+        return self.pool.dtype()
 
     def versions(self) -> list[int]:
         return [info["weight_version"] for info in self.pool.call_all("info")]

@@ -6,10 +6,12 @@ weight 0, so every rank joins each collective step and the copy adds no gradient
 """
 from __future__ import annotations
 
+import os
 import time
 
 import ray
 
+from synthpref.models.loading import for_workers
 from synthpref.pool import PoolError, missing_resources
 from synthpref.training.trainer import TrainerActor
 
@@ -53,16 +55,23 @@ def mean_stats(per_rank: list[dict], total: int) -> dict:
     return out
 
 
+def common_dtype(per_rank: list[str]) -> str:
+    """One dtype for every rank (their collectives need it): bf16 only when each rank's hardware has it."""
+    return per_rank[0] if len(set(per_rank)) == 1 else "float32"
+
+
 class TrainerGroup:
-    """`world_size` ranks of one model in one role (policy, reference, reward, critic)."""
+    """`world_size` ranks of one model in one role (policy, reference, reward, critic). `dtype` ("auto",
+    "float32", "bfloat16") is resolved by each rank on its own node; `self.dtype` is what they run."""
 
     def __init__(self, model: str, role: str = "policy", world_size: int = 1, stage: int = 0, micro_batch: int = 2,
-                 lr: float = 1e-3, seed: int = 0, bf16: bool = False, num_cpus: float = 1, num_gpus: float = 0,
+                 lr: float = 1e-3, seed: int = 0, dtype: str = "float32", num_cpus: float = 1, num_gpus: float = 0,
                  center_coef: float = 0.0, weight_decay: float = 0.0, start_timeout_s: float = 600.0,
                  wait: bool = True):
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        model = for_workers(model)
         self.model, self.role, self.world_size = model, role, world_size
         bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
         self.placement = placement_group([bundle] * world_size, strategy="PACK")
@@ -77,8 +86,9 @@ class TrainerGroup:
             self.placement, placement_group_bundle_index=r)).remote(r, world_size) for r in range(world_size)]
         master = ray.get(self.actors[0].rendezvous_address.remote())
         threads = max(1, int(num_cpus)) if not num_gpus else None
-        self._setup = [a.setup.remote(master, model, role, stage, micro_batch, lr, seed, bf16, threads, center_coef,
-                                      weight_decay) for a in self.actors]
+        self.dtype = common_dtype(ray.get([a.auto_dtype.remote(dtype) for a in self.actors]))
+        self._setup = [a.setup.remote(master, model, role, stage, micro_batch, lr, seed, self.dtype, threads,
+                                      center_coef, weight_decay) for a in self.actors]
         if wait:
             self.ready()
 
@@ -86,7 +96,9 @@ class TrainerGroup:
         """Wait until every rank has built its engine (construct with wait=False to start other workers,
         e.g. the vLLM samplers, meanwhile)."""
         if self._setup:
-            ray.get(self._setup)
+            ran = {answer["dtype"] for answer in ray.get(self._setup)}
+            if ran != {self.dtype}:
+                raise RuntimeError(f"trainer group {self.role}: ranks hold {sorted(ran)}, expected {self.dtype}")
             self._setup = []
         return self
 
@@ -122,13 +134,13 @@ class TrainerGroup:
         return refs[0]
 
     def save_pretrained(self, path: str) -> str:
-        return self.call_all("save_pretrained", str(path))[0]
+        return self.call_all("save_pretrained", os.path.abspath(path))[0]
 
     def save_checkpoint(self, path: str, tag: str) -> None:
-        self.call_all("save_checkpoint", str(path), tag)
+        self.call_all("save_checkpoint", os.path.abspath(path), tag)
 
     def load_checkpoint(self, path: str, tag: str) -> None:
-        self.call_all("load_checkpoint", str(path), tag)
+        self.call_all("load_checkpoint", os.path.abspath(path), tag)
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from synthpref.data.shards import atomic_write_bytes
-from synthpref.models.loading import cpu_supports_bf16
+from synthpref.errors import UserError
 
 
-class RunMismatch(ValueError):
+class RunMismatch(UserError):
     """The output folder holds a run of another config."""
 
 
@@ -36,10 +36,7 @@ class RunState:
 def trainer_group(model: str, role: str, train, seed: int, wait: bool = True):
     """A TrainerGroup built from a `TrainConfig` (wait=False: still starting; call .ready())."""
     from synthpref.training.group import TrainerGroup
-    # auto: bf16 on GPU ranks (the cluster's GPUs, not the driver's, decide: assumed bf16-capable) and on
-    # CPUs with native bf16; fp32 elsewhere
-    bf16 = train.dtype == "bfloat16" or (train.dtype == "auto" and (train.num_gpus > 0 or cpu_supports_bf16()))
     return TrainerGroup(model, role=role, world_size=train.world_size, stage=train.zero_stage,
-                        micro_batch=train.micro_batch, lr=train.lr, seed=seed, bf16=bf16, num_cpus=train.num_cpus,
+                        micro_batch=train.micro_batch, lr=train.lr, seed=seed, dtype=train.dtype, num_cpus=train.num_cpus,
                         num_gpus=train.num_gpus, center_coef=train.center_coef, weight_decay=train.weight_decay,
                         start_timeout_s=train.start_timeout_s, wait=wait)

@@ -62,9 +62,17 @@ class TrainerActor:
             sock.bind(("", 0))
             return f"{host}:{sock.getsockname()[1]}"
 
+    def auto_dtype(self, setting: str) -> str:
+        """The dtype `setting` means on this rank's hardware (precision.py's rule, for training)."""
+        import torch
+
+        from synthpref.models.precision import resolve_dtype
+        return resolve_dtype(setting, torch.cuda.is_available(), training=True)
+
     def setup(self, master: str, model: str, role: str = "policy", stage: int = 0, micro_batch: int = 2,
-              lr: float = 1e-3, seed: int = 0, bf16: bool = False, threads: int | None = None,
-              center_coef: float = 0.0, weight_decay: float = 0.0) -> int:
+              lr: float = 1e-3, seed: int = 0, dtype: str = "float32", threads: int | None = None,
+              center_coef: float = 0.0, weight_decay: float = 0.0) -> dict:
+        """Build this rank's DeepSpeed engine; returns its rank and the dtype its weights hold."""
         host, port = master.rsplit(":", 1)
         os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": port, "RANK": str(self.rank),
                            "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0"})
@@ -82,12 +90,14 @@ class TrainerActor:
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
         self.tokenizer = load_tokenizer(model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        dtype = torch.bfloat16 if bf16 else torch.float32
+        bf16 = dtype == "bfloat16"
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"train.dtype: {dtype!r} cannot be trained here (float32 or bfloat16)")
         if role in SCALAR_ROLES:
-            net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=dtype)
+            net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=getattr(torch, dtype))
             net.config.pad_token_id = self.pad_id
         else:
-            net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+            net = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
         self.role, self.stage, self._center = role, stage, center_coef
         config = deepspeed_config(stage, micro_batch, bf16)
         if role == "reference":                     # frozen: no optimizer, ZeRO-3 still shards it
@@ -100,7 +110,7 @@ class TrainerActor:
                                           weight_decay=weight_decay)
             self.engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer, config=config)
         self.device = self.engine.device             # cuda:0 on a GPU rank (Ray shows it one GPU), else cpu
-        return self.rank
+        return {"rank": self.rank, "dtype": str(next(self.engine.module.parameters()).dtype).removeprefix("torch.")}
 
     def _step(self, loss) -> None:
         self.engine.backward(loss)

@@ -27,6 +27,8 @@ def sampler_group(ray_session, tiny_model):
 @pytest.fixture(scope="session")
 def judge_group(ray_session, first_judge_model):
     from synthpref.sampling.group import engine_pool
-    group = engine_pool("judge", first_judge_model, EngineConfig(max_model_len=1024))
+    # float32 pinned: the judge was fine-tuned in fp32 to answer "[[A]]", and bf16 (`auto` on CPUs with
+    # AVX512-BF16) rounds its weights enough to change the greedy answer
+    group = engine_pool("judge", first_judge_model, EngineConfig(max_model_len=1024, dtype="float32"))
     yield group
     group.shutdown()

@@ -19,7 +19,8 @@ def rm_judge(ray_session, tiny_reward_model):
     from synthpref.pool import ReplicaPool
     from synthpref.sampling.group import engine_spawner
 
-    engine = EngineConfig(max_model_len=96, num_cpus=0)
+    # float32 pinned: the scores are compared with transformers' in float32 (`auto` is bf16 on some CPUs)
+    engine = EngineConfig(max_model_len=96, num_cpus=0, dtype="float32")
     pool = ReplicaPool("judge:rm", engine_spawner(tiny_reward_model, engine, 1, RewardModelActor), PoolConfig())
     yield RewardModelJudge(JudgeConfig(id="rm", type="reward_model", model=tiny_reward_model, chunk_size=8), pool)
     pool.shutdown()
@@ -30,7 +31,7 @@ def reference_score(model_path: str, text: str) -> float:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=torch.float32).eval()
     ids = tok.apply_chat_template([*CONV, {"role": "assistant", "content": text}], tokenize=True,
                                   add_generation_prompt=False, return_dict=True)["input_ids"]
     with torch.inference_mode():
@@ -39,6 +40,7 @@ def reference_score(model_path: str, text: str) -> float:
 
 def test_batched_scores_equal_one_by_one_scores(rm_judge, tiny_reward_model):
     rows = rm_judge.score([PointRequest(f"s{i}", CONV, t) for i, t in enumerate(TEXTS)])
+    assert rm_judge.pool.dtype() == "float32"
     assert [r["verdict"] for r in rows] == ["SCORE"] * 3
     for row, text in zip(rows, TEXTS):       # padding in the batch does not change any score
         assert row["score"] == pytest.approx(reference_score(tiny_reward_model, text), abs=1e-4)

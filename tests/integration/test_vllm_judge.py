@@ -28,6 +28,7 @@ def test_logprob_verdicts_read_p_first_from_one_token(judge_group):
 
 
 def test_text_verdicts_parse_strictly_and_keep_raw(judge_group):
+    assert judge_group.dtype() == "float32"        # the dtype the fixture pins is the one the engine runs
     judge = ModelJudge(JudgeConfig(id="first-text", verdict="text", max_tokens=8), "pairwise", judge_group)
     rows = judge.judge_pairs(requests(3))
     assert [r["verdict"] for r in rows] == ["A"] * 6

@@ -8,7 +8,8 @@ from synthpref.data.shards import FingerprintMismatch, ShardStore
 
 def sample_rows(n, prefix="s"):
     return [{"prompt_id": "p", "sample_id": f"{prefix}{i}", "policy": "m", "text": f"t{i}", "n_tokens": i,
-             "logprob": -1.0 * i, "finish_reason": "stop", "seed": i} for i in range(n)]
+             "logprob": -1.0 * i, "finish_reason": "stop", "seed": i, "dtype": "float32"}
+            for i in range(n)]
 
 
 def test_write_skip_and_redo(tmp_path):

@@ -1,0 +1,72 @@
+"""Which dtype each engine and trainer runs, and the rule for numbers that cross between them.
+
+`auto` picks bf16 only where the hardware computes in it natively: a GPU with bf16 (Ampere and newer),
+or a CPU with AVX512-BF16 or AMX, where STACK.md measured bf16 matmuls at 2.3x fp32's speed. Elsewhere
+on CPU bf16 is emulated and slower, so `auto` is fp32 there; a GPU without bf16 serves in fp16 and
+trains in fp32 (fp16 training needs loss scaling). `auto_dtype` is a pure function of the hardware
+facts given to it, so the rule is tested for every kind of CPU on any machine; each engine and trainer
+rank resolves it on its own node (a cluster's nodes need not match the driver's) and reports the dtype
+it actually runs, which every job records.
+
+Mixed precision across roles, the rule the project follows: a number is compared or combined only with
+numbers computed in the same dtype by the same kind of code. Samplers may run bf16 while trainers run
+fp32; so every log-probability that enters a loss, a KL estimate or an importance ratio is computed by
+the trainer ranks (old, new and reference log-probs alike, from the token ids the engine produced).
+Engine log-probs are recorded with the samples but used only where a method needs the behaviour
+policy's own (a truncated importance-sampling correction for the engine-vs-trainer mismatch).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU feature flags of this machine (the `flags` line of /proc/cpuinfo; empty where unreadable)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bf16_cpu(flags: Iterable[str]) -> bool:
+    """True when the CPU has bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    return any(f in set(flags) for f in BF16_CPU_FLAGS)
+
+
+def auto_dtype(setting: str, *, flags: Iterable[str] = (), gpu: bool = False, gpu_bf16: bool = False,
+               training: bool = False) -> str:
+    """The dtype a component runs for `setting` on the hardware described (see the module docstring)."""
+    if setting != "auto":
+        return setting
+    if gpu:
+        return "bfloat16" if gpu_bf16 else ("float32" if training else "float16")
+    return "bfloat16" if native_bf16_cpu(flags) else "float32"
+
+
+def resolve_dtype(setting: str, on_gpu: bool, training: bool = False) -> str:
+    """`auto_dtype` for the hardware of the process that calls it."""
+    gpu_bf16 = False
+    if on_gpu:
+        import torch
+        gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return auto_dtype(setting, flags=() if on_gpu else cpu_flags(), gpu=on_gpu, gpu_bf16=gpu_bf16, training=training)
+
+
+def dtype_name(dtype) -> str:
+    """"bfloat16" for torch.bfloat16 or "torch.bfloat16" (what engines and models report)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def describe(dtypes: dict[str, str]) -> str:
+    """One line for a summary: "sampler bfloat16, judge:tiny bfloat16, trainer float32"."""
+    return ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())
