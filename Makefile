@@ -34,5 +34,9 @@ demo: install
 test: install
 	$(PY) -m pytest -q -x --timeout=900 --durations=8
 
+# The inner loop: unit tests only (no Ray, no engines), seconds.
+test-fast: install
+	$(PY) -m pytest -q -x --timeout=300 -m "not integration and not e2e and not fault"
+
 clean-venv:
 	rm -rf $(VENV)

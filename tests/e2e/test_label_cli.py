@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from synthpref.models.precision import resolve_dtype
 from tests.helpers import vllm_processes
 
 pytestmark = pytest.mark.e2e
@@ -139,7 +140,15 @@ def test_sampled_job_outputs(sampled_job):
     prov = json.loads(prefs[0]["provenance"])
     assert prov["judges"][0]["template_hash"] == judgments[0]["template_hash"] and len(prov["seeds"]) == 2
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["event"] for m in metrics if m["event"] != "replica_ready"] == ["start", "shard", "shard", "shard", "pools", "end"]
+    assert [m["event"] for m in metrics if m["event"] != "replica_ready"] == ["start", "dtypes", "shard", "shard", "shard",
+                                                                            "pools", "end"]
+    # the dtype each engine ran (`auto`: this CPU's choice) is in the summary, the samples, provenance, metrics
+    ran = resolve_dtype("auto", on_gpu=False)
+    assert summary["dtypes"] == {"sampler": ran, "judge:tiny": ran}
+    assert {s["dtype"] for s in samples} == {ran}
+    assert prov["policy_dtype"] == ran and prov["judges"][0]["dtype"] == ran
+    assert next(m for m in metrics if m["event"] == "dtypes") | {"time": 0} == {"time": 0, "event": "dtypes",
+                                                                                   "sampler": ran, "judge:tiny": ran}
     assert sorted(m["pool"] for m in metrics if m["event"] == "replica_ready") == ["judge:tiny", "sampler"]
 
 

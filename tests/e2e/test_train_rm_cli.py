@@ -50,10 +50,13 @@ def test_reward_model_learns_a_rule_judges_preferences(tmp_path, tiny_model):
     run(job_command("train-rm", config, tmp_path))
     report = json.loads((out / "report.json").read_text())
     assert report["pairs"] == 160 and report["quarantined"] == 0
+    from synthpref.models.precision import resolve_dtype
+    assert report["dtypes"] == {"reward_trainer": resolve_dtype("auto", on_gpu=False, training=True)}
     held = report["held_out"]
     assert 25 <= held["pairs"] <= 55 and held["accuracy"] >= 0.9, held          # chance is 0.5
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "eval" for e in events) == 2
+    assert next(e for e in events if e["event"] == "start")["dtypes"] == report["dtypes"]
     assert any((out / "tensorboard").iterdir())
 
     from synthpref.judging.reward_model import RewardModelActor

@@ -70,6 +70,11 @@ def test_rerun_continues_from_iteration_2(resumed_run):
     for i in (1, 2, 3):
         assert pq.read_table(out / "iterations" / f"{i:04d}" / "samples.parquet").num_rows == 16 * 8
     assert (out / "policy" / "model.safetensors").exists()
+    from synthpref.models.precision import resolve_dtype
+    ran = resolve_dtype("auto", on_gpu=False)               # every part runs this CPU's `auto` choice
+    assert resumed_run["report"]["dtypes"] == {"policy_trainer": ran, "reference_trainer": ran, "sampler": ran}
+    assert all(s["dtypes"] == resumed_run["report"]["dtypes"] for s in starts)
+    assert set(pq.read_table(out / "iterations" / "0002" / "samples.parquet").column("dtype").to_pylist()) == {ran}
     assert not [p.pid for p in vllm_processes() if p.pid not in resumed_run["before"]]
 
 
