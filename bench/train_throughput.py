@@ -248,7 +248,9 @@ def print_table(r: dict) -> None:
                      f"{y['sync_s'] / y['sft_step_s']:.2f}x"))
         rows.append(("  bytes synced; engine load / sync_weights / first sync", f"{y['sync_bytes'] / 2**20:.1f} MiB; "
                      f"{y['engine_load_s']:.3f} / {y['sync_load_s']:.3f} / {y['sync_first_s']:.3f} s", ""))
-    print(f"\nLlama hidden {r['hidden']}, {r['layers']} layers, {r['heads']} heads, fp32; {r['pairs']} pairs, "
+    from synthpref.models.precision import machine_line
+    print(f"\n{machine_line(r['machine'])}; trainers pinned to fp32 on both sides")
+    print(f"Llama hidden {r['hidden']}, {r['layers']} layers, {r['heads']} heads, fp32; {r['pairs']} pairs, "
           f"batch {r['batch_size']}, max_len {r['max_len']}, {r['epochs']} epoch(s), {THREADS} threads a side\n")
     header = ("measure", "figures (synthpref / other)", "ratio")
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(3)]
@@ -285,6 +287,7 @@ def main() -> None:
     from synthpref.cluster import init_ray
     from synthpref.config import RayConfig
     from synthpref.models.loading import load_tokenizer
+    from synthpref.models.precision import machine
     from synthpref.models.tiny import build_tiny_model
     torch.set_num_threads(THREADS)
     model = str(build_tiny_model(Path(tempfile.mkdtemp()) / "m", seed=args.seed, hidden_size=args.hidden,
@@ -293,7 +296,7 @@ def main() -> None:
     tok = load_tokenizer(model)
     pairs = load_pairs(tok, args)
     r: dict = {**{k: getattr(args, k) for k in ("hidden", "layers", "heads", "batch_size", "max_len", "epochs", "lr")},
-               "pairs": len(pairs), "trl": __import__("trl").__version__}
+               "pairs": len(pairs), "trl": __import__("trl").__version__, "machine": machine()}
     init_ray(RayConfig(num_cpus=4))
     try:
         if "bt" not in args.skip:

@@ -50,7 +50,7 @@ def train_always_first_judge(path: str, max_steps: int = 300, min_prob: float = 
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
                                                        reduction="none")[targets != -100]
-        worst = float(torch.exp(-token_loss.max()))
+        worst = float(torch.exp(-token_loss.max().detach()))
         if worst >= min_prob:
             break
         token_loss.mean().backward()
@@ -127,3 +127,15 @@ def stop_process_group(proc) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def cluster_script_module(name: str):
+    """A module of cluster/ (scripts, not a package), e.g. "stop_local", imported for tests."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "cluster" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from synthpref.config import ConfigError, LabelConfig
 from synthpref.data.readers import PromptRow, Quarantined, read_prompts
-from synthpref.data.schema import content_id
+from synthpref.data.schema import SCHEMA_VERSION, content_id
 from synthpref.data.shards import ShardStore, atomic_write_bytes
 from synthpref.judging.verdicts import FIRST
 from synthpref.models.loading import chat_prompt_ids, tokenizer_or_error
@@ -43,6 +43,7 @@ def fingerprint(cfg: LabelConfig) -> str:
     tree = dataclasses.asdict(cfg)
     for key in ("output_dir", "progress", "ray"):
         tree.pop(key)
+    tree["schema_version"] = SCHEMA_VERSION
     # a template given as a YAML file may change under the same name: its content hash counts
     tree["template_hashes"] = [get_template(j.template, cfg.judging.mode, j.verdict).hash
                                for j in cfg.judging.judges if j.type in TEMPLATE_JUDGES]

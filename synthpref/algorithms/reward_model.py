@@ -20,6 +20,7 @@ from synthpref.data.schema import content_id
 from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import NoUsableRows
 from synthpref.models.loading import tokenizer_or_error
+from synthpref.models.precision import describe as describe_dtypes
 from synthpref.monitor.metrics import MetricsLog, progress
 from synthpref.train_config import TrainRMConfig
 from synthpref.training.batches import TooLong, collate_pairs, encode_scored, length_sorted_batches, shuffled
@@ -116,7 +117,7 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
     try:
         if state.finished:
             group.load_checkpoint(out / "checkpoints", f"epoch{state.finished}")
-        print(f"reward model trainer ranks run {group.dtype}")
+        print(f"precision: {describe_dtypes({'reward_trainer': group.dtype})}")
         metrics.log({"event": "start", "dtypes": {"reward_trainer": group.dtype}, "pairs": len(pairs), "train": len(train), "held_out": len(test),
                      "quarantined": len(quarantined), "resumed_after_epoch": state.finished})
         steps_per_epoch = -(-len(train) // batch_size)

@@ -18,7 +18,7 @@ from synthpref.algorithms.label import judge_pointwise
 from synthpref.algorithms.label_io import load_prompts, preflight
 from synthpref.algorithms.weight_sync import weight_syncer
 from synthpref.data.pairs import group_by_prompt
-from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SFT, content_id, to_table
+from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SCHEMA_VERSION, SFT, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
 from synthpref.errors import NoUsableRows
 from synthpref.models.loading import load_tokenizer, tokenizer_or_error
@@ -34,7 +34,7 @@ def fingerprint(cfg: RFTConfig) -> str:
     tree = dataclasses.asdict(cfg)
     for key in ("iterations", "progress", "ray"):
         tree.pop(key)
-    return content_id(tree, "rft")
+    return content_id(tree, "rft", SCHEMA_VERSION)
 
 
 class RFTRun:

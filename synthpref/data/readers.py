@@ -141,7 +141,11 @@ def read_hf(path: str, split: str) -> Iterator[Item]:
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
     else:
-        ds = datasets.load_dataset(path, split=split)
+        try:
+            ds = datasets.load_dataset(path, split=split)
+        except FileNotFoundError as exc:     # neither a local dataset nor one on the hub by that name
+            raise MissingInput(f"data.path: {path} is neither a file or folder here nor a dataset on the hub "
+                               f"({type(exc).__name__}: {exc})") from exc
     for i, record in enumerate(ds):
         yield from _route(record, f"{Path(path).name}[{split}]:{i}")
 

@@ -10,6 +10,11 @@ import json
 
 import pyarrow as pa
 
+# Raised whenever a table gains or loses a column; it is part of every job fingerprint, so an output folder
+# never mixes shards of two schemas (which `datasets.load_dataset("parquet", ...)` cannot read together).
+# 2: samples gained `dtype`.
+SCHEMA_VERSION = 2
+
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
 

@@ -14,6 +14,7 @@ from synthpref.data.pairs import Pair
 from synthpref.judging.aggregate import PointChoice, Vote, combine_orders, jury, pointwise_choice
 from synthpref.judging.backends import FunctionJudge, ModelJudge, PairRequest, PointRequest
 from synthpref.judging.verdicts import FAILED
+from synthpref.models.loading import for_workers
 from synthpref.monitor import bias
 from synthpref.pool import ReplicaPool, run_jobs
 
@@ -52,7 +53,7 @@ class Jury:
             pool = ReplicaPool(f"judge:{jc.id}", spawn, jc.pool, self.events)
             self.pools[f"rm:{jc.id}"] = pool
             return RewardModelJudge(jc, pool, self.cfg.tie_margin)
-        key = engine_key(jc.model, jc.engine, jc.pool)
+        key = engine_key(for_workers(jc.model), jc.engine, jc.pool)   # ./m and /abs/m share one pool
         if key not in self.pools:
             spawn = engine_spawner(jc.model, jc.engine, jc.pool.max_replicas or jc.pool.replicas)
             self.pools[key] = ReplicaPool(f"judge:{jc.id}", spawn, jc.pool, self.events)

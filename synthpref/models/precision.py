@@ -62,6 +62,24 @@ def resolve_dtype(setting: str, on_gpu: bool, training: bool = False) -> str:
     return auto_dtype(setting, flags=() if on_gpu else cpu_flags(), gpu=on_gpu, gpu_bf16=gpu_bf16, training=training)
 
 
+def machine() -> dict:
+    """What a benchmark prints about the CPU it ran on: model, the flags that decide dtype and speed,
+    and the dtype `auto` gives a CPU engine here."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    flags = cpu_flags()
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", *BF16_CPU_FLAGS) if f in flags]
+    return {"cpu": model or "unknown", "flags": shown, "auto_dtype": auto_dtype("auto", flags=flags)}
+
+
+def machine_line(info: dict) -> str:
+    return f"CPU: {info['cpu']} (flags: {' '.join(info['flags']) or 'none of avx2/avx512'}); auto dtype on CPU: {info['auto_dtype']}"
+
+
 def dtype_name(dtype) -> str:
     """"bfloat16" for torch.bfloat16 or "torch.bfloat16" (what engines and models report)."""
     return str(dtype).removeprefix("torch.")

@@ -104,8 +104,7 @@ class EngineActor:
     # -- helpers -------------------------------------------------------------------------------
     def _running_dtype(self) -> str:
         """The dtype vLLM resolved and runs (it may differ from the one asked for, e.g. "auto" on GPU)."""
-        config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
-        return dtype_name(config.dtype) if getattr(config, "dtype", None) is not None else self.dtype
+        return dtype_name(self.llm.llm_engine.model_config.dtype)
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "model": self.model, "max_model_len": self.max_model_len, "served": self.served,

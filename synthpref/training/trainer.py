@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from synthpref.errors import MissingInput
 from synthpref.training.forward import response_token_logprobs
 from synthpref.training.losses import IGNORE, bradley_terry_loss, dpo_loss
 
@@ -207,7 +208,8 @@ class TrainerActor:
     def load_checkpoint(self, path: str, tag: str) -> bool:
         load_path, _ = self.engine.load_checkpoint(path, tag=tag, load_optimizer_states=self.role != "reference")
         if load_path is None:
-            raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} under {path}")
+            raise MissingInput(f"no DeepSpeed checkpoint {tag!r} under {path}: the output folder lost files of its run; "
+                               f"use a new output_dir, or restore them")
         return True
 
     # -- NCCL weight transfer to vLLM engines (GPU clusters; untested here: needs CUDA) ---------------

@@ -14,6 +14,9 @@ import pytest
 
 from synthpref.models.precision import DTYPES
 from tests.conftest import REPO
+from tests.helpers import cluster_script_module
+
+stop_local = cluster_script_module("stop_local")
 
 pytestmark = pytest.mark.e2e
 SUBMIT = ('RAY_AUTH_MODE=token .venv/bin/ray job submit --address http://127.0.0.1:8269 --working-dir . '
@@ -31,6 +34,13 @@ def documented_commands() -> str:
     return " ".join((REPO / "README.md").read_text().replace("\\\n", " ").split())
 
 
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @pytest.fixture
 def local_cluster(tmp_path):
     """A head and a worker node on free ports, stopped (only they) afterwards."""
@@ -44,8 +54,7 @@ def local_cluster(tmp_path):
         yield ports
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=120)
-        left = [p.pid for p in psutil.process_iter(["cmdline"]) if env["RAY_TEMP_DIR"] in " ".join(p.info["cmdline"] or [])
-                and p.status() != psutil.STATUS_ZOMBIE]
+        left = [p.pid for p in stop_local.cluster_processes(env["RAY_TEMP_DIR"], str(ports["RAY_PORT"])) if alive(p)]
         shutil.rmtree(env["RAY_TEMP_DIR"], ignore_errors=True)
         assert not left, f"processes of the stopped cluster still alive: {left}"
 

@@ -58,6 +58,17 @@ def test_rft_with_no_usable_prompts(tmp_path, tiny_model):
     assert quarantine_reasons(tmp_path / "rft" / "quarantine.jsonl") == ["missing_prompt", "malformed_json"]
 
 
+def test_label_with_no_usable_prompts(tmp_path):
+    (tmp_path / "bad.jsonl").write_text(BAD_ROWS)
+    config = {"output_dir": str(tmp_path / "labels"), "data": {"path": str(tmp_path / "bad.jsonl")},
+              "judging": {"judges": [{"id": "longer", "type": "function", "function": "synthpref.judging.functions:length"}]}}
+    (tmp_path / "label.yaml").write_text(yaml.safe_dump(config))
+    proc = run_cli("label", "--config", str(tmp_path / "label.yaml"))
+    assert_user_error(proc, "data.path", "no usable prompts", "2 quarantined")
+    assert quarantine_reasons(tmp_path / "labels" / "quarantine.jsonl") == ["missing_prompt", "malformed_json"]
+    assert json.loads((tmp_path / "labels" / "summary.json").read_text())["counts"]["quarantined"] == 2
+
+
 def test_train_rm_with_no_usable_pairs(tmp_path, tiny_model):
     rows = BAD_ROWS + json.dumps({"prompt": "only one answer", "completions": ["a"]}) + "\n"
     (tmp_path / "bad.jsonl").write_text(rows)

@@ -83,3 +83,18 @@ def test_shared_prefix_order_puts_every_first_order_before_any_second():
     ordered, params, keys = shared_prefix_order(prompts, list(range(7)), list(range(7)), groups)
     assert ordered == ["p0ab", "p1ab", "x", "p2ab", "p0ba", "p1ba", "p2ba"]
     assert params == keys == [0, 2, 4, 5, 1, 3, 6]          # params and result keys move with their prompt
+
+
+def test_a_new_table_schema_gives_runs_a_new_fingerprint(monkeypatch):
+    """A folder written before a column was added is not resumed into (its shards could not be read
+    together with the new ones)."""
+    from synthpref.algorithms import label_io, rft
+    from synthpref.config import LabelConfig
+    from synthpref.train_config import RFTConfig
+
+    label_cfg, rft_cfg = LabelConfig(), RFTConfig()
+    before = label_io.fingerprint(label_cfg), rft.fingerprint(rft_cfg)
+    monkeypatch.setattr(label_io, "SCHEMA_VERSION", label_io.SCHEMA_VERSION + 1)
+    monkeypatch.setattr(rft, "SCHEMA_VERSION", rft.SCHEMA_VERSION + 1)
+    after = label_io.fingerprint(label_cfg), rft.fingerprint(rft_cfg)
+    assert before[0] != after[0] and before[1] != after[1]
