@@ -8,9 +8,11 @@
 # - `python` in a submitted job is the first on the PATH of the `ray start` that made the node: this
 #   script puts the project's .venv/bin first, so jobs run with the project's interpreter.
 # - Ray 2.60 uses token authentication: every `ray` command needs RAY_AUTH_MODE=token (STACK.md).
-# - Ports: RAY_PORT (6390), RAY_DASHBOARD_PORT (8269), RAY_CLIENT_PORT (10001); the cluster's files live
-#   under RAY_TEMP_DIR (/tmp/synthpref-ray-$RAY_PORT). `stop` ends this cluster's processes only, found
-#   by that folder, so another Ray on the machine (a test session's, say) lives on.
+# - Ports: RAY_PORT (6390), RAY_DASHBOARD_PORT (8269), RAY_CLIENT_PORT (10001), and the nodes' dashboard
+#   agents RAY_AGENT_PORT (52365) and RAY_WORKER_AGENT_PORT (52366): the job API answers only through the
+#   head's agent, which cannot start where another Ray on the machine holds its port. The cluster's files
+#   live under RAY_TEMP_DIR (/tmp/synthpref-ray-$RAY_PORT). `start` returns once the job API answers;
+#   `stop` ends this cluster's processes only, found by that folder, so another Ray on the machine lives on.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export RAY_AUTH_MODE=token
@@ -20,15 +22,26 @@ PORT=${RAY_PORT:-6390}
 DASHBOARD_PORT=${RAY_DASHBOARD_PORT:-8269}
 CLIENT_PORT=${RAY_CLIENT_PORT:-10001}
 TEMP_DIR=${RAY_TEMP_DIR:-/tmp/synthpref-ray-$PORT}
+AGENT_PORT=${RAY_AGENT_PORT:-52365}
+WORKER_AGENT_PORT=${RAY_WORKER_AGENT_PORT:-52366}
 HEAD_CPUS=${RAY_HEAD_CPUS:-2}
 WORKER_CPUS=${RAY_WORKER_CPUS:-1}
 case "${1:-start}" in
   start)
     ray start --head --port="$PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
-      --ray-client-server-port="$CLIENT_PORT" --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats
+      --ray-client-server-port="$CLIENT_PORT" --dashboard-agent-listen-port="$AGENT_PORT" \
+      --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats
     ray start --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" --resources='{"judge_node": 1}' \
-      --disable-usage-stats
-    echo "Ray head at 127.0.0.1:$PORT, dashboard and job API at http://127.0.0.1:$DASHBOARD_PORT"
+      --dashboard-agent-listen-port="$WORKER_AGENT_PORT" --disable-usage-stats
+    for _ in $(seq 60); do          # the job API answers once the head's dashboard agent is up
+      if ray job list --address "http://127.0.0.1:$DASHBOARD_PORT" >/dev/null 2>&1; then
+        echo "Ray head at 127.0.0.1:$PORT, dashboard and job API at http://127.0.0.1:$DASHBOARD_PORT"
+        exit 0
+      fi
+      sleep 1
+    done
+    echo "the job API at http://127.0.0.1:$DASHBOARD_PORT did not answer within 60 s; see $TEMP_DIR/session_latest/logs" >&2
+    exit 1
     ;;
   stop)
     python "$ROOT/cluster/stop_local.py" "$TEMP_DIR" "$PORT"

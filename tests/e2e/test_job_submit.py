@@ -44,7 +44,8 @@ def alive(proc: psutil.Process) -> bool:
 @pytest.fixture
 def local_cluster(tmp_path):
     """A head and a worker node on free ports, stopped (only they) afterwards."""
-    ports = {"RAY_PORT": free_port(), "RAY_DASHBOARD_PORT": free_port(), "RAY_CLIENT_PORT": free_port()}
+    ports = {name: free_port() for name in ("RAY_PORT", "RAY_DASHBOARD_PORT", "RAY_CLIENT_PORT", "RAY_AGENT_PORT",
+                                            "RAY_WORKER_AGENT_PORT")}
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({k: str(v) for k, v in ports.items()}, RAY_TEMP_DIR=f"/tmp/sp-ray-{ports['RAY_PORT']}")
     script = str(REPO / "cluster" / "local_multinode.sh")
