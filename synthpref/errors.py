@@ -24,6 +24,11 @@ class NoUsableRows(UserError):
     """Every row of an input was quarantined (or it had none); the quarantine is already written."""
 
 
+def no_usable_rows(what: str, path, quarantined: int, detail: str = "") -> NoUsableRows:
+    """The one wording of "every row was quarantined": `data.path: no WHAT in PATH (N quarantined, DETAIL)`."""
+    return NoUsableRows(f"data.path: no {what} in {path} ({quarantined} quarantined{', ' + detail if detail else ''})")
+
+
 class ResourceError(Exception):
     """The cluster cannot provide what the job needs."""
 

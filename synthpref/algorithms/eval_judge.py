@@ -17,7 +17,7 @@ from synthpref.config import EvalJudgeConfig
 from synthpref.data.pairs import Pair, given_samples
 from synthpref.data.readers import PromptRow, Quarantined, read_prompts
 from synthpref.data.schema import content_id
-from synthpref.errors import NoUsableRows
+from synthpref.errors import no_usable_rows
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE
 from synthpref.monitor import bias
@@ -82,8 +82,8 @@ def run_eval_judge(cfg: EvalJudgeConfig) -> dict:
     preflight(cfg)
     pairs, human, conversations, quarantined, n_read = human_pairs(cfg)
     if not pairs:
-        raise NoUsableRows(f"data.path: no human-labelled pairs in {cfg.data.path} ({len(quarantined)} quarantined: "
-                           f"{sorted({q.reason for q in quarantined})})")
+        raise no_usable_rows("human-labelled pairs", cfg.data.path, len(quarantined),
+                             "reasons: " + ", ".join(sorted({q.reason for q in quarantined})))
     jury_tally, tallies = new_tally(), {j.id: new_tally() for j in cfg.judging.judges}
     stats = {j.id: bias.new_judge_stats() for j in cfg.judging.judges}
     agreement: dict = {}

@@ -17,7 +17,7 @@ from synthpref.config import LabelConfig
 from synthpref.data.pairs import given_samples, group_by_prompt, make_pairs
 from synthpref.data.schema import JUDGMENTS, PREFERENCES, PROMPTS, SAMPLES, to_table
 from synthpref.data.shards import ShardStore, atomic_write_bytes
-from synthpref.errors import NoUsableRows
+from synthpref.errors import no_usable_rows
 from synthpref.judging.verdicts import FAILED, TIE
 from synthpref.monitor.metrics import MetricsLog, progress
 
@@ -194,6 +194,5 @@ def run_label(cfg: LabelConfig) -> dict:
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     metrics.log({"event": "end", **summary["counts"]})
     if not rows:
-        raise NoUsableRows(f"data.path: no usable prompts in {cfg.data.path} ({len(quarantined)} quarantined, "
-                           f"listed in {out / 'quarantine.jsonl'})")
+        raise no_usable_rows("usable prompts", cfg.data.path, len(quarantined), f"listed in {out / 'quarantine.jsonl'}")
     return summary

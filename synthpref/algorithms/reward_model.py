@@ -18,7 +18,7 @@ from synthpref.cluster import init_ray
 from synthpref.data.readers import PromptRow, Quarantined, read_prompts
 from synthpref.data.schema import content_id
 from synthpref.data.shards import atomic_write_bytes
-from synthpref.errors import NoUsableRows
+from synthpref.errors import no_usable_rows
 from synthpref.models.loading import tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.monitor.metrics import MetricsLog, progress
@@ -109,16 +109,17 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
     atomic_write_bytes(out / "quarantine.jsonl", "".join(json.dumps(q) + "\n" for q in quarantined).encode())
     if not train:
         held = f", all {len(pairs)} held out" if pairs else ""
-        raise NoUsableRows(f"data.path: no preference pairs to train on in {cfg.data.path}{held} ({len(quarantined)} "
-                           f"quarantined, listed in {out / 'quarantine.jsonl'})")
+        raise no_usable_rows("preference pairs to train on", f"{cfg.data.path}{held}", len(quarantined),
+                             f"listed in {out / 'quarantine.jsonl'}")
     batch_size = cfg.train.micro_batch * cfg.train.world_size
     started_ray = init_ray(cfg.ray, min_cpus=int(cfg.train.world_size * max(1, cfg.train.num_cpus)))
     group = trainer_group(cfg.model, "reward", cfg.train, cfg.seed)
     try:
         if state.finished:
             group.load_checkpoint(out / "checkpoints", f"epoch{state.finished}")
-        print(f"precision: {describe_dtypes({'reward_trainer': group.dtype})}")
-        metrics.log({"event": "start", "dtypes": {"reward_trainer": group.dtype}, "pairs": len(pairs), "train": len(train), "held_out": len(test),
+        dtypes = {"reward_trainer": group.dtype}
+        print(f"precision: {describe_dtypes(dtypes)}")
+        metrics.log({"event": "start", "dtypes": dtypes, "pairs": len(pairs), "train": len(train), "held_out": len(test),
                      "quarantined": len(quarantined), "resumed_after_epoch": state.finished})
         steps_per_epoch = -(-len(train) // batch_size)
         step = state.finished * steps_per_epoch
@@ -136,8 +137,7 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
                                            "held_out_margin": held["mean_margin"]})
             group.save_checkpoint(out / "checkpoints", f"epoch{epoch}")
             state.mark(epoch)
-        report = {"output_dir": str(out), "model_dir": str(out / "model"), "dtypes": {"reward_trainer": group.dtype},
-                  "pairs": len(pairs),
+        report = {"output_dir": str(out), "model_dir": str(out / "model"), "dtypes": dtypes, "pairs": len(pairs),
                   "train_pairs": len(train), "quarantined": len(quarantined),
                   "held_out": accuracy(group, test, batch_size, pad_id)}
         if cfg.human_eval.path:

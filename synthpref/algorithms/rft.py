@@ -20,7 +20,7 @@ from synthpref.algorithms.weight_sync import weight_syncer
 from synthpref.data.pairs import group_by_prompt
 from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SCHEMA_VERSION, SFT, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
-from synthpref.errors import NoUsableRows
+from synthpref.errors import no_usable_rows
 from synthpref.models.loading import load_tokenizer, tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.monitor.diversity import distinct_n
@@ -129,8 +129,7 @@ def run_rft(cfg: RFTConfig) -> dict:
     prompts, quarantined, _ = load_prompts(cfg)
     atomic_write_bytes(out / "quarantine.jsonl", "".join(json.dumps(q.to_json()) + "\n" for q in quarantined).encode())
     if not prompts:
-        raise NoUsableRows(f"data.path: no usable prompts in {cfg.data.path} ({len(quarantined)} quarantined, "
-                           f"listed in {out / 'quarantine.jsonl'})")
+        raise no_usable_rows("usable prompts", cfg.data.path, len(quarantined), f"listed in {out / 'quarantine.jsonl'}")
     conversations = {p.prompt_id: p.messages for p in prompts}
     kl_set = prompts[:cfg.kl_prompts]
     t = cfg.train

@@ -65,13 +65,13 @@ def resolve_dtype(setting: str, on_gpu: bool, training: bool = False) -> str:
 def machine() -> dict:
     """What a benchmark prints about the CPU it ran on: model, the flags that decide dtype and speed,
     and the dtype `auto` gives a CPU engine here."""
-    model = ""
     try:
         with open("/proc/cpuinfo") as fh:
-            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+            cpuinfo = fh.read()
     except OSError:
-        pass
-    flags = cpu_flags()
+        cpuinfo = ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    flags = cpu_flags(cpuinfo)
     shown = [f for f in ("avx2", "avx512f", "avx512_vnni", *BF16_CPU_FLAGS) if f in flags]
     return {"cpu": model or "unknown", "flags": shown, "auto_dtype": auto_dtype("auto", flags=flags)}
 
