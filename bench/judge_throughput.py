@@ -109,7 +109,7 @@ def measure_pools(model: str, args) -> dict:
     from synthpref.config import EngineConfig, JudgeConfig, PoolConfig, RayConfig
     from synthpref.judging.backends import ModelJudge, PairRequest
     from synthpref.sampling.group import SamplerGroup, engine_pool
-    from synthpref.cluster import init_ray
+    from synthpref.cluster.ray_setup import init_ray
 
     init_ray(RayConfig(num_cpus=4))
     out = {}
@@ -159,11 +159,11 @@ def measure_http(args) -> dict:
     """HTTP judge replicas against a server that sleeps `latency` per request and does no work."""
     import ray
 
-    from synthpref.cluster import init_ray
+    from synthpref.cluster.ray_setup import init_ray
     from synthpref.config import EndpointConfig, JudgeConfig, PoolConfig, RayConfig
     from synthpref.judging.backends import ModelJudge, PairRequest
     from synthpref.judging.http_client import http_spawner
-    from synthpref.pool import ReplicaPool
+    from synthpref.cluster.pool import ReplicaPool
     from tests.helpers import free_port
 
     port, latency = free_port(), 0.2

@@ -284,7 +284,7 @@ def main() -> None:
     import ray
     import torch
 
-    from synthpref.cluster import init_ray
+    from synthpref.cluster.ray_setup import init_ray
     from synthpref.config import RayConfig
     from synthpref.models.loading import load_tokenizer
     from synthpref.models.precision import machine

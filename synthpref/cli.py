@@ -7,11 +7,9 @@ import signal
 import sys
 from pathlib import Path
 
-from synthpref.config import (EvalJudgeConfig, LabelConfig, describe_keys, load_config,
-                              validate_eval_config, validate_label_config)
+from synthpref.config import EvalJudgeConfig, LabelConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
 from synthpref.errors import EXIT_RESOURCES, EXIT_USER, ResourceError, UserError, cause_of
 from synthpref.models import precision
-from synthpref.train_config import RFTConfig, TrainRMConfig, validate_rft_config, validate_train_rm_config
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -77,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_label(config: str | None, overrides: list[str]) -> dict:
     from synthpref.algorithms.label import run_label
 
-    cfg = validate_label_config(load_config(LabelConfig, config, overrides))
+    cfg = load_config(LabelConfig, config, overrides)
     return run_label(cfg)
 
 
@@ -126,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
             print_summary(cmd_label(args.config, args.overrides))
         elif args.command == "eval-judge":
             from synthpref.algorithms.eval_judge import format_table, run_eval_judge
-            report = run_eval_judge(validate_eval_config(load_config(EvalJudgeConfig, args.config, args.overrides)))
+            report = run_eval_judge(load_config(EvalJudgeConfig, args.config, args.overrides))
             print(format_table(report))
             print(json.dumps(report, indent=2))
         elif args.command == "train-rm":
             from synthpref.algorithms.reward_model import run_train_rm
-            report = run_train_rm(validate_train_rm_config(load_config(TrainRMConfig, args.config, args.overrides)))
+            report = run_train_rm(load_config(TrainRMConfig, args.config, args.overrides))
             print(json.dumps(report, indent=2))
         elif args.command == "rft":
             from synthpref.algorithms.rft import run_rft
-            report = run_rft(validate_rft_config(load_config(RFTConfig, args.config, args.overrides)))
+            report = run_rft(load_config(RFTConfig, args.config, args.overrides))
             print(json.dumps(report, indent=2))
         elif args.command == "demo":
             print_summary(cmd_demo(args.output_dir, args.overrides))

@@ -35,7 +35,7 @@ def cpus_needed(cfg: LabelConfig, needs_sampler: bool) -> int:
 @contextmanager
 def workers(cfg: LabelConfig, needs_sampler: bool, events=None):
     """Start Ray, the sampler pool (if any prompt needs sampling) and the jury's pools; always shut them down."""
-    from synthpref.cluster import init_ray
+    from synthpref.cluster.ray_setup import init_ray
     from synthpref.judging.jury import Jury
     from synthpref.sampling.group import SamplerGroup
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthpref.cluster import init_ray
+from synthpref.cluster.ray_setup import init_ray
 from synthpref.data.readers import PromptRow, Quarantined, read_prompts
 from synthpref.data.schema import content_id
 from synthpref.data.shards import atomic_write_bytes
@@ -22,7 +22,7 @@ from synthpref.errors import no_usable_rows
 from synthpref.models.loading import tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.monitor.metrics import MetricsLog, progress
-from synthpref.train_config import TrainRMConfig
+from synthpref.config import TrainRMConfig
 from synthpref.training.batches import TooLong, collate_pairs, encode_scored, length_sorted_batches, shuffled
 from synthpref.training.run_state import RunState, trainer_group
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from synthpref.algorithms import rft_steps as steps
 from synthpref.algorithms.label import judge_pointwise
 from synthpref.algorithms.label_io import load_prompts, preflight
-from synthpref.algorithms.weight_sync import weight_syncer
+from synthpref.training.weight_sender import weight_sender
 from synthpref.data.pairs import group_by_prompt
 from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SCHEMA_VERSION, SFT, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
@@ -25,7 +25,7 @@ from synthpref.models.loading import load_tokenizer, tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.monitor.diversity import distinct_n
 from synthpref.monitor.metrics import MetricsLog, progress
-from synthpref.train_config import RFTConfig
+from synthpref.config import RFTConfig
 from synthpref.training.run_state import RunState, trainer_group
 
 
@@ -57,7 +57,7 @@ class RFTRun:
             if group is not None:
                 group.ready()
         self.jury = Jury(cfg.judging, events=lambda e: metrics.log({"event": "pool", **e}))
-        self.push_weights = weight_syncer(self.policy, self.sampler, cfg.policy.engine)
+        self.push_weights = weight_sender(self.policy, self.sampler, cfg.policy.engine)
 
     def dtypes(self) -> dict[str, str]:
         """The dtype each part runs: trainer ranks (policy, reference), sampler engines, judges."""
@@ -118,7 +118,7 @@ class RFTRun:
 
 
 def run_rft(cfg: RFTConfig) -> dict:
-    from synthpref.cluster import init_ray
+    from synthpref.cluster.ray_setup import init_ray
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from synthpref.config import ConfigError, JudgeConfig
 from synthpref.judging import templates
 from synthpref.judging.verdicts import (FAILED, FIRST, SECOND, TIE, VerdictParseError, label_probs,
                                         parse_pairwise_text, parse_score_text, sigmoid, verdict_from_p)
-from synthpref.pool import Job, run_jobs
+from synthpref.cluster.pool import Job, run_jobs
 
 Progress = Callable[[int], None] | None
 CHOICE_SPELLINGS = lambda label: [label, " " + label]  # noqa: E731  the verdict token with or without a space

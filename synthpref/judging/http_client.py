@@ -178,7 +178,7 @@ def http_spawner(judge, api_key: Secret | None, max_inflight: int):
 
     import ray
 
-    from synthpref.pool import Spawned
+    from synthpref.cluster.pool import Spawned
 
     remote_cls = ray.remote(OpenAIClientActor)
     endpoint = dataclasses.asdict(judge.endpoint)

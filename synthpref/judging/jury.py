@@ -16,7 +16,7 @@ from synthpref.judging.backends import FunctionJudge, ModelJudge, PairRequest, P
 from synthpref.judging.verdicts import FAILED
 from synthpref.models.loading import for_workers
 from synthpref.monitor import bias
-from synthpref.pool import ReplicaPool, run_jobs
+from synthpref.cluster.pool import ReplicaPool, run_jobs
 
 
 def engine_key(model: str, engine, pool) -> str:

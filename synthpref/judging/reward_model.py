@@ -14,7 +14,7 @@ import time
 from synthpref.judging.backends import Pending, PairRequest, PointRequest, PooledJudge, judgment_row
 from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE, sigmoid
 from synthpref.models.loading import conversation_ids
-from synthpref.pool import Job
+from synthpref.cluster.pool import Job
 
 
 def parse_cores(cores: str) -> set[int]:

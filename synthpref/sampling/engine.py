@@ -14,7 +14,7 @@ from typing import Any
 
 from synthpref.models.loading import chat_prompt_ids
 from synthpref.models.precision import dtype_name, resolve_dtype
-from synthpref.sampling import reaper, weight_sync
+from synthpref.sampling import reaper, weight_receiver
 
 
 def cpu_engine_env(cores: str | None, kv_cache_gib: float) -> dict[str, str]:
@@ -29,7 +29,7 @@ def cpu_engine_env(cores: str | None, kv_cache_gib: float) -> dict[str, str]:
 def pin_threads(cores: str) -> None:
     """Restrict every thread of this process (and so the threads it starts later) to `cores`: with the
     engine core in this process, its OpenMP threads then stay on the cores this replica was given."""
-    from synthpref.cluster import parse_cores
+    from synthpref.cluster.placement import parse_cores
     allowed = set(parse_cores(cores))
     for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []:
         try:
@@ -78,11 +78,10 @@ class EngineActor:
             enable_prefix_caching=engine.get("enable_prefix_caching", True),
             max_logprobs=logprobs_k,
             tensor_parallel_size=engine.get("tensor_parallel_size", 1),
-            worker_extension_cls=weight_sync.EXTENSION,
+            worker_extension_cls=weight_receiver.EXTENSION,
         )
         if engine.get("weight_transfer") == "nccl":       # vLLM's weight-transfer engine in every worker
-            from synthpref.sampling import nccl_sync
-            kwargs.update(nccl_sync.engine_kwargs())
+            kwargs.update(weight_receiver.engine_kwargs())
         chunked = engine.get("chunked_prefill")
         if chunked is not None or not self.on_gpu:
             kwargs["enable_chunked_prefill"] = bool(chunked)   # off on CPU unless asked: see EngineConfig
@@ -113,20 +112,18 @@ class EngineActor:
 
     def load_weights(self, state: dict, version: int) -> dict:
         """Serve new weights (name -> full tensor, e.g. a trainer's gather) from now on, as `version`."""
-        stats = weight_sync.load_into_engine(self.llm, state)
+        stats = weight_receiver.load_into_engine(self.llm, state)
         self.weight_version = version
         return {**stats, "version": version, "pid": os.getpid()}
 
     def nccl_join(self, host: str, port: int, world_size: int, rank_offset: int) -> bool:
         """Join the trainer's NCCL weight-transfer group (GPU engines built with weight_transfer: nccl)."""
-        from synthpref.sampling import nccl_sync
-        nccl_sync.engine_init(self.llm, nccl_sync.init_info_for_engine(host, port, world_size, rank_offset))
+        weight_receiver.engine_init(self.llm, weight_receiver.init_info_for_engine(host, port, world_size, rank_offset))
         return True
 
     def nccl_receive(self, update_info: dict, version: int) -> int:
         """Receive one broadcast of the trainer's weights and serve them as `version`."""
-        from synthpref.sampling import nccl_sync
-        nccl_sync.engine_receive(self.llm, update_info)
+        weight_receiver.engine_receive(self.llm, update_info)
         self.weight_version = version
         return version
 

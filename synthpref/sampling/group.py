@@ -7,11 +7,12 @@ from typing import Callable
 
 import ray
 
-from synthpref.cluster import actor_env, core_plan, engine_placement, omp_binding_env
+from synthpref.cluster.placement import core_plan, engine_placement, omp_binding_env
+from synthpref.cluster.ray_setup import actor_env
 from synthpref.config import EngineConfig, PoolConfig
 from synthpref.data.schema import content_id
 from synthpref.models.loading import for_workers
-from synthpref.pool import ReplicaPool, Spawned
+from synthpref.cluster.pool import ReplicaPool, Spawned
 from synthpref.sampling.engine import EngineActor
 
 

@@ -12,7 +12,7 @@ import time
 import ray
 
 from synthpref.models.loading import for_workers
-from synthpref.pool import PoolError, missing_resources
+from synthpref.cluster.pool import PoolError, missing_resources
 from synthpref.training.trainer import TrainerActor
 
 

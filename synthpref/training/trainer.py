@@ -216,16 +216,16 @@ class TrainerActor:
     def nccl_open(self, host: str, port: int, world_size: int) -> bool:
         """Rank 0 opens the weight-transfer group (NCCL rank 0); the engines' workers join it."""
         if self.rank == 0:
-            from synthpref.sampling import nccl_sync
-            self._nccl = nccl_sync.trainer_init(host, port, world_size)
+            from synthpref.training import weight_sender
+            self._nccl = weight_sender.trainer_init(host, port, world_size)
         return True
 
     def nccl_update_info(self) -> dict:
         """Names, dtypes and full shapes of the parameters, in send order (no gather needed)."""
         import torch
 
-        from synthpref.sampling import nccl_sync
-        return nccl_sync.update_info_for([(name, torch.empty(tuple(getattr(p, "ds_shape", p.shape)), dtype=p.dtype,
+        from synthpref.training import weight_sender
+        return weight_sender.update_info_for([(name, torch.empty(tuple(getattr(p, "ds_shape", p.shape)), dtype=p.dtype,
                                                              device="meta"))
                                           for name, p in self.engine.module.named_parameters()])
 
@@ -234,6 +234,6 @@ class TrainerActor:
         state = self.full_state_dict(device=None)
         if self.rank != 0:
             return {"bytes": 0}
-        from synthpref.sampling import nccl_sync
-        nccl_sync.trainer_send(self._nccl, list(state.items()))
+        from synthpref.training import weight_sender
+        weight_sender.trainer_send(self._nccl, list(state.items()))
         return {"bytes": sum(t.numel() * t.element_size() for t in state.values())}

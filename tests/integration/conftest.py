@@ -10,7 +10,7 @@ from synthpref.config import EngineConfig, PoolConfig, RayConfig
 def ray_session():
     import ray
 
-    from synthpref.cluster import init_ray
+    from synthpref.cluster.ray_setup import init_ray
     init_ray(RayConfig(num_cpus=6))
     yield
     ray.shutdown()

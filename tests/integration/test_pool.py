@@ -6,7 +6,7 @@ import pytest
 import ray
 
 from synthpref.config import PoolConfig
-from synthpref.pool import Job, PoolError, ReplicaPool, Spawned, run_jobs
+from synthpref.cluster.pool import Job, PoolError, ReplicaPool, Spawned, run_jobs
 from tests.pool_workers import EchoWorker
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ TEXTS = ["Photosynthesis turns light into sugar.", "No.", "Plants use sunlight, 
 @pytest.fixture(scope="module")
 def rm_judge(ray_session, tiny_reward_model):
     from synthpref.judging.reward_model import RewardModelActor, RewardModelJudge
-    from synthpref.pool import ReplicaPool
+    from synthpref.cluster.pool import ReplicaPool
     from synthpref.sampling.group import engine_spawner
 
     # float32 pinned: the scores are compared with transformers' in float32 (`auto` is bf16 on some CPUs)

@@ -3,7 +3,7 @@ import pickle
 
 import pytest
 
-from synthpref.config import ConfigError, JudgeConfig, EndpointConfig, validate_endpoint
+from synthpref.config import ConfigError, JudgeConfig, EndpointConfig, check_endpoint
 from synthpref.judging.http_client import Secret, backoff_delay, read_api_key, read_choice_logprobs
 from synthpref.judging.verdicts import label_probs
 
@@ -46,4 +46,4 @@ def test_secret_never_shows_itself(monkeypatch):
 ])
 def test_endpoint_settings_are_checked(endpoint, match):
     with pytest.raises(ConfigError, match=match):
-        validate_endpoint(JudgeConfig(id="j", type="http", endpoint=endpoint), "judging.judges.0")
+        check_endpoint(JudgeConfig(id="j", type="http", endpoint=endpoint), "judging.judges.0")

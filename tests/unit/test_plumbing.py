@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from synthpref.cluster import core_plan, omp_binding_env, parse_cores
+from synthpref.cluster.placement import core_plan, omp_binding_env, parse_cores
 from synthpref.data.pairs import make_pairs
 from synthpref.monitor import bias
 
@@ -90,7 +90,7 @@ def test_a_new_table_schema_gives_runs_a_new_fingerprint(monkeypatch):
     together with the new ones)."""
     from synthpref.algorithms import label_io, rft
     from synthpref.config import LabelConfig
-    from synthpref.train_config import RFTConfig
+    from synthpref.config import RFTConfig
 
     label_cfg, rft_cfg = LabelConfig(), RFTConfig()
     before = label_io.fingerprint(label_cfg), rft.fingerprint(rft_cfg)

@@ -1,40 +1,10 @@
-"""Connect to or start Ray, and plan where engines go (cores on CPU, GPUs and placement on clusters)."""
+"""Where engines go: cores on CPU (disjoint OpenMP bindings), GPUs and placement groups on clusters."""
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Callable
 
-import ray
-
-from synthpref.config import EngineConfig, RayConfig
-
-log = logging.getLogger(__name__)
-
-
-def init_ray(cfg: RayConfig, min_cpus: int = 1) -> bool:
-    """Join the cluster at cfg.address (or $RAY_ADDRESS, as set for a submitted Ray job), else start a
-    fresh local one. Returns True if we started it.
-
-    No job-wide runtime env is passed: a submitted job already has one (`--runtime-env`, `--working-dir`)
-    and Ray refuses to merge a second one into it. The settings our actors need travel in each actor's
-    own runtime env (`actor_env`), which Ray merges with the job's."""
-    if ray.is_initialized():
-        return False
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=cfg.namespace, log_to_driver=True)
-        return False
-    num_cpus = cfg.num_cpus or max(min_cpus, os.cpu_count() or 1)
-    ray.init(address="local", num_cpus=num_cpus, namespace=cfg.namespace, include_dashboard=False,
-             log_to_driver=True)
-    return True
-
-
-def actor_env(extra: dict[str, str] | None = None) -> dict:
-    """An actor's runtime env: engine chatter at WARNING unless the user asked for more, plus `extra`."""
-    env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"), **(extra or {})}
-    return {"env_vars": env}
+from synthpref.config import EngineConfig
 
 
 def local_cores() -> list[int]:

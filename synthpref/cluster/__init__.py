@@ -1,0 +1,1 @@
+"""Ray plumbing: starting or joining Ray, placing engines, replica pools, worker logs."""
