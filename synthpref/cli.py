@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from synthpref.config import EvalJudgeConfig, LabelConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
 from synthpref.errors import EXIT_RESOURCES, EXIT_USER, ResourceError, UserError, cause_of
 from synthpref.models import precision
+from synthpref.monitor.console import err, quiet_terminal, say
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -23,8 +23,15 @@ def config_command(sub, name: str, cls: type, config_help: str, **texts) -> argp
     """A subcommand that takes --config FILE and key.sub=value overrides, its keys listed in --help."""
     cmd = sub.add_parser(name, epilog=_keys_help(cls), formatter_class=argparse.RawDescriptionHelpFormatter, **texts)
     cmd.add_argument("--config", help=config_help)
+    cmd.add_argument("--verbose", action="store_true",
+                     help="also show engine, DeepSpeed, transformers and Ray worker output (same as verbose=true; "
+                          "it always goes to OUTPUT/logs/)")
     cmd.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied in order")
     return cmd
+
+
+def load(cls: type, args) -> object:
+    return load_config(cls, args.config, list(args.overrides) + (["verbose=true"] if args.verbose else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,51 +75,56 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Builds a tiny policy and a tiny judge, writes a demo prompt set, and runs "
                                       "`synthpref label` on the embedded demo config.")
     demo.add_argument("--output-dir", default="runs/demo", help="where models, prompts and outputs go")
+    demo.add_argument("--verbose", action="store_true", help="also show engine and library output")
     demo.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides of the demo config")
     return parser
 
 
-def cmd_label(config: str | None, overrides: list[str]) -> dict:
+def cmd_label(args) -> dict:
     from synthpref.algorithms.label import run_label
-
-    cfg = load_config(LabelConfig, config, overrides)
-    return run_label(cfg)
+    return run_label(load(LabelConfig, args))
 
 
-def cmd_demo(output_dir: str, overrides: list[str]) -> dict:
+def cmd_demo(output_dir: str, overrides: list[str], verbose: bool) -> dict:
+    """Tiny models and demo prompts built on the spot, then the label job on configs/demo.yaml."""
+    from synthpref.algorithms.label import run_label
     from synthpref.data.demo_prompts import write_demo_prompts
     from synthpref.models.tiny import ensure_tiny_model
 
     out = Path(output_dir)
-    policy = ensure_tiny_model(out / "models" / "policy", seed=1)
-    judge = ensure_tiny_model(out / "models" / "judge", seed=2)
-    prompts = write_demo_prompts(out / "prompts.jsonl")
-    defaults = [f"output_dir={out / 'labels'}", f"data.path={prompts}", f"policy.model={policy}",
-                f"judging.judges.0.model={judge}"]
-    return cmd_label(str(DEMO_CONFIG), defaults + list(overrides))
+    with quiet_terminal(out / "logs", verbose):
+        say(f"building a tiny policy and a tiny judge in {out / 'models'} ...")
+        policy = ensure_tiny_model(out / "models" / "policy", seed=1)
+        judge = ensure_tiny_model(out / "models" / "judge", seed=2)
+        prompts = write_demo_prompts(out / "prompts.jsonl")
+        defaults = [f"output_dir={out / 'labels'}", f"data.path={prompts}", f"policy.model={policy}",
+                    f"judging.judges.0.model={judge}"] + (["verbose=true"] if verbose else [])
+        say(f"labelling {prompts} (configs/demo.yaml); engine and library output goes to {out / 'labels' / 'logs'}")
+        return run_label(load_config(LabelConfig, str(DEMO_CONFIG), defaults + list(overrides)))
 
 
 def print_summary(summary: dict) -> None:
+    """What a label run made: counts, each judge's bias figures, precision, cost, then where it all is."""
     c = summary["counts"]
-    print(f"\nOutputs in {summary['output_dir']}:")
-    for name, path in summary["outputs"].items():
-        print(f"  {name:<17} {path}")
-    print(f"\nprompts {c['prompts']}  quarantined {c['quarantined']}  pairs {c['pairs']}  preferences "
-          f"{c['preferences']}  ties {c['ties']}  failed pairs {c['failed_pairs']}  failed verdicts "
-          f"{c['failed_verdicts']}")
+    say(f"\nprompts {c['prompts']}  quarantined {c['quarantined']}  pairs {c['pairs']}  preferences "
+        f"{c['preferences']}  ties {c['ties']}  failed pairs {c['failed_pairs']}  failed verdicts {c['failed_verdicts']}")
+    consistency = summary.get("position_consistency")
+    if consistency is not None:
+        say(f"  position consistency of the jury: {consistency:.3f}")
     for jid, rep in summary["judges"].items():
         flip = rep["position_flip_rate"]
         corr = rep["length_correlation"]
-        print(f"  judge {jid}: flip rate {'n/a' if flip is None else f'{flip:.3f}'}, length corr "
-              f"{'n/a' if corr is None else f'{corr:+.3f}'}, failed {rep['failed']}/{rep['votes']}")
+        say(f"  judge {jid}: flip rate {'n/a' if flip is None else f'{flip:.3f}'}, length corr "
+            f"{'n/a' if corr is None else f'{corr:+.3f}'}, failed {rep['failed']}/{rep['votes']}")
     if summary.get("dtypes"):
-        print(f"  precision: {precision.describe(summary['dtypes'])}")
+        say(f"  precision: {precision.describe(summary['dtypes'])}")
     cost = summary.get("cost")
     if cost and cost["usd_per_label"] is not None:
-        print(f"  judge cost: ${cost['usd_total']:.4f} in all, ${cost['usd_per_label']:.6f} per label "
-              f"(a human preference label costs about $0.50-$5)")
-    print("\nsummary.json:")
-    print(json.dumps(summary, indent=2))
+        say(f"  judge cost: ${cost['usd_total']:.4f} in all, ${cost['usd_per_label']:.6f} per label "
+            f"(a human preference label costs about $0.50-$5)")
+    say(f"\nOutputs in {summary['output_dir']}:")
+    for name, path in summary["outputs"].items():
+        say(f"  {name:<17} {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,32 +133,32 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         if args.command == "label":
-            print_summary(cmd_label(args.config, args.overrides))
+            print_summary(cmd_label(args))
         elif args.command == "eval-judge":
             from synthpref.algorithms.eval_judge import format_table, run_eval_judge
-            report = run_eval_judge(load_config(EvalJudgeConfig, args.config, args.overrides))
-            print(format_table(report))
-            print(json.dumps(report, indent=2))
+            report = run_eval_judge(load(EvalJudgeConfig, args))
+            say(format_table(report))
+            say(f"report: {report['output_dir']}/report.json")
         elif args.command == "train-rm":
-            from synthpref.algorithms.reward_model import run_train_rm
-            report = run_train_rm(load_config(TrainRMConfig, args.config, args.overrides))
-            print(json.dumps(report, indent=2))
+            from synthpref.algorithms.reward_model import run_train_rm, summary_lines
+            report = run_train_rm(load(TrainRMConfig, args))
+            say("\n".join(summary_lines(report)))
         elif args.command == "rft":
-            from synthpref.algorithms.rft import run_rft
-            report = run_rft(load_config(RFTConfig, args.config, args.overrides))
-            print(json.dumps(report, indent=2))
+            from synthpref.algorithms.rft import run_rft, summary_lines
+            report = run_rft(load(RFTConfig, args))
+            say("\n".join(summary_lines(report)))
         elif args.command == "demo":
-            print_summary(cmd_demo(args.output_dir, args.overrides))
+            print_summary(cmd_demo(args.output_dir, args.overrides, args.verbose))
         elif args.command == "tiny-model":
             from synthpref.models.tiny import build_tiny_model
             path = build_tiny_model(args.out, seed=args.seed, hidden_size=args.hidden_size,
                                     num_layers=args.layers, num_heads=args.heads, reward=args.reward)
             print(f"tiny model written to {path}")
     except UserError as exc:        # bad input or config: one line naming what to fix (errors.py)
-        print(f"synthpref: error: {one_line(cause_of(exc))}", file=sys.stderr)
+        print(f"synthpref: error: {one_line(cause_of(exc))}", file=err(), flush=True)
         return EXIT_USER
     except ResourceError as exc:    # the cluster cannot host a pool or a trainer group
-        print(f"synthpref: error: {one_line(cause_of(exc))}", file=sys.stderr)
+        print(f"synthpref: error: {one_line(cause_of(exc))}", file=err(), flush=True)
         return EXIT_RESOURCES
     return 0
 

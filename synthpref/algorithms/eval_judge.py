@@ -10,26 +10,30 @@ capability-ceiling check of DESIGN.md: a judge's agreement with humans bounds it
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
+from dataclasses import dataclass
 
 from synthpref.config import EvalJudgeConfig
 from synthpref.data.pairs import Pair, given_samples
-from synthpref.data.readers import PromptRow, Quarantined, read_prompts
+from synthpref.data.prompts import read_rows
+from synthpref.data.quarantine import by_reason, write_quarantine
+from synthpref.data.readers import PromptRow, Quarantined
 from synthpref.data.schema import content_id
+from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import no_usable_rows
-from synthpref.models.precision import describe as describe_dtypes
+from synthpref.judging.preflight import preflight
 from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE
+from synthpref.models.precision import describe as describe_dtypes
 from synthpref.monitor import bias
 from synthpref.monitor.metrics import progress
+from synthpref.runtime.job import JobRuntime
 
 
 def human_pairs(cfg: EvalJudgeConfig) -> tuple[list[Pair], dict[str, str], dict, list[Quarantined], int]:
     """(pairs, human winner "A"/"B" per pair, conversations, quarantined rows, rows read)."""
     pairs, human, conversations, quarantined, n_read = [], {}, {}, [], 0
-    for item in read_prompts(cfg.data.path, cfg.data.format, cfg.data.split):
-        if cfg.data.limit is not None and n_read >= cfg.data.limit:
-            break
+    for item in read_rows(cfg.data):
         n_read += 1
         if isinstance(item, Quarantined):
             quarantined.append(item)
@@ -50,45 +54,54 @@ def human_pairs(cfg: EvalJudgeConfig) -> tuple[list[Pair], dict[str, str], dict,
     return pairs, human, conversations, quarantined, n_read
 
 
-def new_tally() -> dict:
-    return {"pairs": 0, "agree": 0, "disagree": 0, "ties": 0, "failed": 0}
+@dataclass
+class Tally:
+    """Votes against the human choice; they add up: pairs = agree + disagree + ties + failed."""
+    pairs: int = 0
+    agree: int = 0
+    disagree: int = 0
+    ties: int = 0
+    failed: int = 0
 
+    def count(self, winner: str, truth: str) -> None:
+        self.pairs += 1
+        if winner == FAILED:
+            self.failed += 1
+        elif winner == TIE:
+            self.ties += 1
+        elif winner == truth:
+            self.agree += 1
+        else:
+            self.disagree += 1
 
-def count(tally: dict, winner: str, truth: str) -> None:
-    tally["pairs"] += 1
-    if winner == FAILED:
-        tally["failed"] += 1
-    elif winner == TIE:
-        tally["ties"] += 1
-    elif winner == truth:
-        tally["agree"] += 1
-    else:
-        tally["disagree"] += 1
-
-
-def rates(tally: dict) -> dict:
-    decided = tally["agree"] + tally["disagree"]
-    counted = decided + tally["ties"]
-    return {**tally, "agreement": tally["agree"] / decided if decided else None,
-            "agreement_ties_half": (tally["agree"] + 0.5 * tally["ties"]) / counted if counted else None,
-            "tie_rate": tally["ties"] / tally["pairs"] if tally["pairs"] else None,
-            "failure_rate": tally["failed"] / tally["pairs"] if tally["pairs"] else None}
+    def rates(self) -> dict:
+        decided = self.agree + self.disagree
+        counted = decided + self.ties
+        return {**dataclasses.asdict(self), "agreement": self.agree / decided if decided else None,
+                "agreement_ties_half": (self.agree + 0.5 * self.ties) / counted if counted else None,
+                "tie_rate": self.ties / self.pairs if self.pairs else None,
+                "failure_rate": self.failed / self.pairs if self.pairs else None}
 
 
 def run_eval_judge(cfg: EvalJudgeConfig) -> dict:
-    from synthpref.algorithms.label import workers
-    from synthpref.algorithms.label_io import preflight
+    """Judge every human-labelled pair in both orders and report agreement, bias figures and baselines."""
+    from synthpref.judging.jury import Jury, jury_cpus, needs_actors
 
-    preflight(cfg)
-    pairs, human, conversations, quarantined, n_read = human_pairs(cfg)
-    if not pairs:
-        raise no_usable_rows("human-labelled pairs", cfg.data.path, len(quarantined),
-                             "reasons: " + ", ".join(sorted({q.reason for q in quarantined})))
-    jury_tally, tallies = new_tally(), {j.id: new_tally() for j in cfg.judging.judges}
-    stats = {j.id: bias.new_judge_stats() for j in cfg.judging.judges}
-    agreement: dict = {}
-    consistent = checked = longer_is_human = 0
-    with workers(cfg, needs_sampler=False) as (_, jury):
+    with JobRuntime(cfg, "eval-judge", tensorboard=False) as job:
+        preflight(cfg.judging)
+        pairs, human, conversations, quarantined, n_read = human_pairs(cfg)
+        write_quarantine(job.out / "quarantine.jsonl", quarantined)
+        if not pairs:
+            raise no_usable_rows("human-labelled pairs", cfg.data.path, len(quarantined),
+                                 "reasons: " + ", ".join(sorted({q.reason for q in quarantined})))
+        job.state.claim()
+        jury_tally, tallies = Tally(), {j.id: Tally() for j in cfg.judging.judges}
+        stats = {j.id: bias.new_judge_stats() for j in cfg.judging.judges}
+        agreement: dict = {}
+        consistent = checked = longer_is_human = 0
+        if needs_actors(cfg.judging):
+            job.start_ray(max(2, int(jury_cpus(cfg.judging) + 0.999)))
+        jury = job.own(Jury(cfg.judging, events=job.log))
         dtypes = jury.dtypes()
         bar = progress(total=len(pairs), desc="judging human-labelled pairs", unit="pair", enabled=cfg.progress)
         for start in range(0, len(pairs), cfg.chunk_pairs):
@@ -96,9 +109,9 @@ def run_eval_judge(cfg: EvalJudgeConfig) -> dict:
             _, decisions, batch_stats = jury.judge_pairs(batch, conversations)
             for pair in batch:
                 decision, votes = decisions[pair.pair_id]
-                count(jury_tally, decision.winner, human[pair.pair_id])
+                jury_tally.count(decision.winner, human[pair.pair_id])
                 for vote in votes:
-                    count(tallies[vote.judge_id], vote.winner, human[pair.pair_id])
+                    tallies[vote.judge_id].count(vote.winner, human[pair.pair_id])
                 if decision.consistent is not None:
                     checked += 1
                     consistent += int(decision.consistent)
@@ -110,25 +123,22 @@ def run_eval_judge(cfg: EvalJudgeConfig) -> dict:
                 agreement[key] = (agreement.get(key, (0, 0))[0] + n, agreement.get(key, (0, 0))[1] + same)
             bar.update(len(batch))
         bar.close()
-    reasons: dict[str, int] = {}
-    for q in quarantined:
-        reasons[q.reason] = reasons.get(q.reason, 0) + 1
-    report = {
-        "data": str(cfg.data.path), "dtypes": dtypes, "rows_read": n_read, "pairs": len(pairs), "quarantined": len(quarantined),
-        "quarantined_by_reason": reasons,
-        "jury": {**rates(jury_tally), "rule": cfg.judging.jury_rule, "order_rule": cfg.judging.order_rule,
-                 "position_consistency": consistent / checked if checked else None},
-        "judges": {jid: {**rates(tallies[jid]), **{k: v for k, v in bias.judge_report(stats[jid]).items()
-                                                   if k in ("position_flip_rate", "length_correlation", "retries",
-                                                            "prompt_tokens", "completion_tokens")}}
-                   for jid in tallies},
-        "judge_agreement": bias.agreement_report(agreement),
-        "baselines": {"longer_response_is_human_choice": longer_is_human / len(pairs) if pairs else None,
-                      "chance": 0.5},
-    }
-    if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.output).write_text(json.dumps(report, indent=2))
+        report = {
+            "data": str(cfg.data.path), "dtypes": dtypes, "rows_read": n_read, "pairs": len(pairs),
+            "quarantined": len(quarantined), "quarantined_by_reason": by_reason(quarantined),
+            "jury": {**jury_tally.rates(), "rule": cfg.judging.jury_rule, "order_rule": cfg.judging.order_rule,
+                     "position_consistency": consistent / checked if checked else None},
+            "judges": {jid: {**tallies[jid].rates(), **{k: v for k, v in bias.judge_report(stats[jid]).items()
+                                                        if k in ("position_flip_rate", "length_correlation", "retries",
+                                                                 "prompt_tokens", "completion_tokens")}}
+                       for jid in tallies},
+            "judge_agreement": bias.agreement_report(agreement),
+            "baselines": {"longer_response_is_human_choice": longer_is_human / len(pairs) if pairs else None,
+                          "chance": 0.5},
+            "output_dir": str(job.out.resolve()),
+        }
+        atomic_write_bytes(job.out / "report.json", json.dumps(report, indent=2).encode())
+        job.log({"event": "end", "pairs": len(pairs), "jury_agreement": report["jury"]["agreement"]})
     return report
 
 

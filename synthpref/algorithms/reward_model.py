@@ -9,22 +9,22 @@ human-labelled pairs, agreement with the human choice, and saves a Hugging Face 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from synthpref.cluster.ray_setup import init_ray
-from synthpref.data.readers import PromptRow, Quarantined, read_prompts
+from synthpref.config import DataConfig, TrainRMConfig
+from synthpref.data.prompts import read_rows
+from synthpref.data.quarantine import write_quarantine
+from synthpref.data.readers import PromptRow, Quarantined
 from synthpref.data.schema import content_id
 from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import no_usable_rows
-from synthpref.models.loading import tokenizer_or_error
+from synthpref.models.loading import pad_id, tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
-from synthpref.monitor.metrics import MetricsLog, progress
-from synthpref.config import TrainRMConfig
+from synthpref.monitor.console import say
+from synthpref.monitor.metrics import progress
+from synthpref.runtime.job import JobRuntime
 from synthpref.training.batches import TooLong, collate_pairs, encode_scored, length_sorted_batches, shuffled
-from synthpref.training.run_state import RunState, trainer_group
 
 
 @dataclass
@@ -34,13 +34,11 @@ class EncodedPair:
     rejected: list[int]
 
 
-def read_pairs(path: str, fmt: str, split: str, limit: int | None) -> tuple[list[PromptRow], list[dict]]:
+def read_pairs(data: DataConfig, path: str | None = None, limit: int | None = -1) -> tuple[list[PromptRow], list[dict]]:
     """Rows with exactly two completions, the first preferred; anything else is quarantined with a reason.
     `limit` counts rows read, usable or not (as data.limit does for every job)."""
     pairs, quarantined = [], []
-    for n_read, item in enumerate(read_prompts(path, fmt, split)):
-        if limit is not None and n_read >= limit:
-            break
+    for item in read_rows(data, path, limit):
         if isinstance(item, Quarantined):
             quarantined.append(item.to_json())
         elif not item.completions or len(item.completions) != 2:
@@ -74,18 +72,18 @@ def held_out_split(pairs: list[EncodedPair], fraction: float, seed: int) -> tupl
     return train, test
 
 
-def pair_batches(pairs: list[EncodedPair], batch_size: int, seed: int, pad_id: int):
+def pair_batches(pairs: list[EncodedPair], batch_size: int, seed: int, pad: int):
     lengths = [max(len(p.chosen), len(p.rejected)) for p in pairs]
     for index in shuffled(length_sorted_batches(lengths, batch_size), seed):
-        yield collate_pairs([pairs[i].chosen for i in index], [pairs[i].rejected for i in index], pad_id)
+        yield collate_pairs([pairs[i].chosen for i in index], [pairs[i].rejected for i in index], pad)
 
 
-def accuracy(group, pairs: list[EncodedPair], batch_size: int, pad_id: int) -> dict:
+def accuracy(group, pairs: list[EncodedPair], batch_size: int, pad: int) -> dict:
     """Share of pairs whose chosen response scores higher (ties count half), and the mean margin."""
     if not pairs:
         return {"pairs": 0, "accuracy": None, "mean_margin": None}
     wins, margin = 0.0, 0.0
-    for batch in pair_batches(pairs, batch_size, 0, pad_id):
+    for batch in pair_batches(pairs, batch_size, 0, pad):
         chosen = group.forward("forward_scores", {"input_ids": batch["chosen_input_ids"],
                                                   "attention_mask": batch["chosen_attention_mask"]})
         rejected = group.forward("forward_scores", {"input_ids": batch["rejected_input_ids"],
@@ -97,61 +95,69 @@ def accuracy(group, pairs: list[EncodedPair], batch_size: int, pad_id: int) -> d
 
 
 def run_train_rm(cfg: TrainRMConfig) -> dict:
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = RunState(out, content_id(dataclasses.asdict(cfg), "train-rm"))
-    metrics = MetricsLog(out / "metrics.jsonl", out / "tensorboard")
-    tokenizer = tokenizer_or_error(cfg.model, "model")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows, quarantined = read_pairs(cfg.data.path, cfg.data.format, cfg.data.split, cfg.data.limit)
-    pairs = encode_pairs(tokenizer, rows, cfg.train.max_len, quarantined)
-    train, test = held_out_split(pairs, cfg.eval_fraction, cfg.seed)
-    atomic_write_bytes(out / "quarantine.jsonl", "".join(json.dumps(q) + "\n" for q in quarantined).encode())
-    if not train:
-        held = f", all {len(pairs)} held out" if pairs else ""
-        raise no_usable_rows("preference pairs to train on", f"{cfg.data.path}{held}", len(quarantined),
-                             f"listed in {out / 'quarantine.jsonl'}")
-    batch_size = cfg.train.micro_batch * cfg.train.world_size
-    started_ray = init_ray(cfg.ray, min_cpus=int(cfg.train.world_size * max(1, cfg.train.num_cpus)))
-    group = trainer_group(cfg.model, "reward", cfg.train, cfg.seed)
-    try:
-        if state.finished:
-            group.load_checkpoint(out / "checkpoints", f"epoch{state.finished}")
+    """Encode and split the pairs, then train epoch by epoch (a rerun resumes after the last finished one)."""
+    from synthpref.training.group import TrainerGroup
+
+    with JobRuntime(cfg, "train-rm") as job:
+        tokenizer = tokenizer_or_error(cfg.model, "model")
+        rows, quarantined = read_pairs(cfg.data)
+        pairs = encode_pairs(tokenizer, rows, cfg.train.max_len, quarantined)
+        train, test = held_out_split(pairs, cfg.eval_fraction, cfg.seed)
+        write_quarantine(job.out / "quarantine.jsonl", quarantined)
+        if not train:
+            held = f", all {len(pairs)} held out" if pairs else ""
+            raise no_usable_rows("preference pairs to train on", f"{cfg.data.path}{held}", len(quarantined),
+                                 f"listed in {job.out / 'quarantine.jsonl'}")
+        batch_size, pad = cfg.train.micro_batch * cfg.train.world_size, pad_id(tokenizer)
+        job.start_ray(int(cfg.train.world_size * max(1, cfg.train.num_cpus)))
+        group = job.own(TrainerGroup(cfg.model, "reward", cfg.train, cfg.seed))
+        done = job.state.finished
+        if done:
+            group.load_checkpoint(job.out / "checkpoints", f"epoch{done}")
+        job.state.claim()
         dtypes = {"reward_trainer": group.dtype}
-        print(f"precision: {describe_dtypes(dtypes)}")
-        metrics.log({"event": "start", "dtypes": dtypes, "pairs": len(pairs), "train": len(train), "held_out": len(test),
-                     "quarantined": len(quarantined), "resumed_after_epoch": state.finished})
+        say(f"precision: {describe_dtypes(dtypes)}")
+        job.log({"event": "start", "dtypes": dtypes, "pairs": len(pairs), "train": len(train), "held_out": len(test),
+                 "quarantined": len(quarantined), "resumed_after_epoch": done})
         steps_per_epoch = -(-len(train) // batch_size)
-        step = state.finished * steps_per_epoch
-        for epoch in range(state.finished + 1, cfg.train.epochs + 1):
+        step = done * steps_per_epoch
+        for epoch in range(done + 1, cfg.train.epochs + 1):
             bar = progress(steps_per_epoch, f"reward model epoch {epoch}/{cfg.train.epochs}", "step", cfg.progress)
-            for batch in pair_batches(train, batch_size, cfg.seed + epoch, pad_id):
+            for batch in pair_batches(train, batch_size, cfg.seed + epoch, pad):
                 step += 1
                 stats = group.train("train_bt", batch)
-                metrics.scalars("train", step, {"epoch": epoch, **stats})
+                job.metrics.scalars("train", step, {"epoch": epoch, **stats})
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['accuracy']:.2f}")
                 bar.update(1)
             bar.close()
-            held = accuracy(group, test, batch_size, pad_id)
-            metrics.scalars("eval", step, {"epoch": epoch, "held_out_accuracy": held["accuracy"],
-                                           "held_out_margin": held["mean_margin"]})
-            group.save_checkpoint(out / "checkpoints", f"epoch{epoch}")
-            state.mark(epoch)
-        report = {"output_dir": str(out), "model_dir": str(out / "model"), "dtypes": dtypes, "pairs": len(pairs),
+            held = accuracy(group, test, batch_size, pad)
+            job.metrics.scalars("eval", step, {"epoch": epoch, "held_out_accuracy": held["accuracy"],
+                                               "held_out_margin": held["mean_margin"]})
+            group.save_checkpoint(job.out / "checkpoints", f"epoch{epoch}")
+            job.state.mark(epoch)
+        report = {"output_dir": str(job.out), "model_dir": str(job.out / "model"), "dtypes": dtypes, "pairs": len(pairs),
                   "train_pairs": len(train), "quarantined": len(quarantined),
-                  "held_out": accuracy(group, test, batch_size, pad_id)}
+                  "held_out": accuracy(group, test, batch_size, pad)}
         if cfg.human_eval.path:
-            human_rows, human_bad = read_pairs(cfg.human_eval.path, "auto", "train", cfg.human_eval.limit)
+            human_rows, human_bad = read_pairs(cfg.data, cfg.human_eval.path, cfg.human_eval.limit)
             human = encode_pairs(tokenizer, human_rows, cfg.train.max_len, human_bad)
-            report["human_agreement"] = {**accuracy(group, human, batch_size, pad_id), "quarantined": len(human_bad),
+            report["human_agreement"] = {**accuracy(group, human, batch_size, pad), "quarantined": len(human_bad),
                                          "path": cfg.human_eval.path}
-        group.save_pretrained(out / "model")
-    finally:
-        group.shutdown()
-        if started_ray:
-            import ray
-            ray.shutdown()
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    metrics.log({"event": "end", **{k: v for k, v in report.items() if k != "output_dir"}})
-    metrics.close()
+        group.save_pretrained(job.out / "model")
+        atomic_write_bytes(job.out / "report.json", json.dumps(report, indent=2).encode())
+        job.log({"event": "end", **{k: v for k, v in report.items() if k != "output_dir"}})
     return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """What `synthpref train-rm` prints at the end."""
+    held = report["held_out"]
+    acc = "n/a" if held["accuracy"] is None else f"{held['accuracy']:.3f}"
+    lines = [f"\nreward model trained on {report['train_pairs']} pairs ({report['quarantined']} quarantined): held-out "
+             f"accuracy {acc} on {held['pairs']} pairs (chance 0.5)"]
+    human = report.get("human_agreement")
+    if human and human["accuracy"] is not None:
+        lines.append(f"agreement with human labels: {human['accuracy']:.3f} on {human['pairs']} pairs")
+    lines += [f"model (Hugging Face format, for a reward_model judge): {report['model_dir']}",
+              f"report, metrics and logs: {report['output_dir']}"]
+    return lines

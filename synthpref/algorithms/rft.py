@@ -8,55 +8,51 @@ rAnked FineTuning"), ReST's Improve step (Gulcehre et al. 2023) and Llama 2's re
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 from synthpref.algorithms import rft_steps as steps
-from synthpref.algorithms.label import judge_pointwise
-from synthpref.algorithms.label_io import load_prompts, preflight
-from synthpref.training.weight_sender import weight_sender
+from synthpref.config import RFTConfig
 from synthpref.data.pairs import group_by_prompt
-from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SCHEMA_VERSION, SFT, content_id, to_table
+from synthpref.data.prompts import load_prompts
+from synthpref.data.quarantine import write_quarantine
+from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SFT, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
 from synthpref.errors import no_usable_rows
+from synthpref.judging.jury import jury_cpus
+from synthpref.judging.preferences import judge_pointwise
+from synthpref.judging.preflight import preflight
 from synthpref.models.loading import load_tokenizer, tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
+from synthpref.monitor.console import say
 from synthpref.monitor.diversity import distinct_n
-from synthpref.monitor.metrics import MetricsLog, progress
-from synthpref.config import RFTConfig
-from synthpref.training.run_state import RunState, trainer_group
-
-
-def fingerprint(cfg: RFTConfig) -> str:
-    """What makes two runs the same run (a rerun may raise `iterations` or change progress bars)."""
-    tree = dataclasses.asdict(cfg)
-    for key in ("iterations", "progress", "ray"):
-        tree.pop(key)
-    return content_id(tree, "rft", SCHEMA_VERSION)
+from synthpref.monitor.metrics import progress
+from synthpref.runtime.job import JobRuntime
+from synthpref.training.weight_sender import weight_sender
 
 
 class RFTRun:
-    """The workers of one run: policy trainer, frozen reference, samplers, jury."""
+    """The workers of one run, each owned by the job: policy trainer, frozen reference, samplers, jury."""
 
-    def __init__(self, cfg: RFTConfig, metrics: MetricsLog):
+    def __init__(self, job: JobRuntime):
         from synthpref.judging.jury import Jury
         from synthpref.sampling.group import SamplerGroup
+        from synthpref.training.group import TrainerGroup
 
-        self.cfg, self.metrics = cfg, metrics
+        cfg = self.cfg = job.cfg
+        self.metrics = job.metrics
         self.tokenizer = load_tokenizer(cfg.policy.model)
         # the trainer ranks build their engines while the samplers start
-        self.policy = trainer_group(cfg.policy.model, "policy", cfg.train, cfg.seed, wait=False)
-        single = dataclasses.replace(cfg.train, world_size=1)
-        self.reference = (trainer_group(cfg.policy.model, "reference", single, cfg.seed, wait=False)
-                          if cfg.kl_prompts else None)
-        self.sampler = SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool, cfg.policy.chunk_size,
-                                    events=lambda e: metrics.log({"event": "pool", **e}))
+        self.policy = job.own(TrainerGroup(cfg.policy.model, "policy", cfg.train, cfg.seed, wait=False))
+        self.reference = (job.own(TrainerGroup(cfg.policy.model, "reference", cfg.train, cfg.seed, wait=False,
+                                               world_size=1)) if cfg.kl_prompts else None)
+        self.sampler = job.own(SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool,
+                                            cfg.policy.chunk_size, events=job.log))
         for group in (self.policy, self.reference):
             if group is not None:
                 group.ready()
-        self.jury = Jury(cfg.judging, events=lambda e: metrics.log({"event": "pool", **e}))
+        self.jury = job.own(Jury(cfg.judging, events=job.log))
         self.push_weights = weight_sender(self.policy, self.sampler, cfg.policy.engine)
 
     def dtypes(self) -> dict[str, str]:
@@ -65,11 +61,6 @@ class RFTRun:
         if self.reference is not None:
             parts["reference_trainer"] = self.reference.dtype
         return {**parts, **self.jury.dtypes()}
-
-    def shutdown(self) -> None:
-        for part in (self.jury, self.sampler, self.reference, self.policy):
-            if part is not None:
-                part.shutdown()
 
     # -- the steps of one iteration --------------------------------------------------------------
     def sample(self, prompts, seed: int, k: int, on_done=None) -> tuple[dict, list]:
@@ -118,50 +109,40 @@ class RFTRun:
 
 
 def run_rft(cfg: RFTConfig) -> dict:
-    from synthpref.cluster.ray_setup import init_ray
-
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = RunState(out, fingerprint(cfg))
-    metrics = MetricsLog(out / "metrics.jsonl", out / "tensorboard")
-    preflight(cfg)
-    tokenizer_or_error(cfg.policy.model, "policy.model")
-    prompts, quarantined, _ = load_prompts(cfg)
-    atomic_write_bytes(out / "quarantine.jsonl", "".join(json.dumps(q.to_json()) + "\n" for q in quarantined).encode())
-    if not prompts:
-        raise no_usable_rows("usable prompts", cfg.data.path, len(quarantined), f"listed in {out / 'quarantine.jsonl'}")
-    conversations = {p.prompt_id: p.messages for p in prompts}
-    kl_set = prompts[:cfg.kl_prompts]
-    t = cfg.train
-    started_ray = init_ray(cfg.ray, min_cpus=int(t.world_size * t.num_cpus + t.num_cpus + cfg.policy.engine.num_cpus
-                                                 * (cfg.policy.pool.max_replicas or cfg.policy.pool.replicas) + 1))
-    run = RFTRun(cfg, metrics)
-    history = list(state.data.get("history", []))
-    try:
-        version, step = state.finished, state.data.get("sft_step", 0)
+    """Iterations of sample, score, keep the best, fine-tune, sync; a rerun resumes after the last one."""
+    with JobRuntime(cfg, "rft") as job:
+        preflight(cfg.judging)
+        tokenizer_or_error(cfg.policy.model, "policy.model")
+        prompts, quarantined, _ = load_prompts(cfg.data, cfg.policy)
+        write_quarantine(job.out / "quarantine.jsonl", quarantined)
+        if not prompts:
+            raise no_usable_rows("usable prompts", cfg.data.path, len(quarantined),
+                                 f"listed in {job.out / 'quarantine.jsonl'}")
+        conversations = {p.prompt_id: p.messages for p in prompts}
+        t = cfg.train
+        job.start_ray(int(t.world_size * t.num_cpus + t.num_cpus + cfg.policy.engine.num_cpus * cfg.policy.pool.most
+                          + jury_cpus(cfg.judging) + 1))
+        run = RFTRun(job)
+        history = list(job.state.get("history", []))
+        version, step = job.state.finished, job.state.get("sft_step", 0)
         if version:
-            run.policy.load_checkpoint(out / "checkpoints", f"iter{version}")
+            run.policy.load_checkpoint(job.out / "checkpoints", f"iter{version}")
             run.sync(version)
+        job.state.claim()
         dtypes = run.dtypes()
-        print(f"precision: {describe_dtypes(dtypes)}")
-        metrics.log({"event": "start", "dtypes": dtypes, "prompts": len(prompts), "quarantined": len(quarantined),
-                     "resumed_after_iteration": version})
-        for iteration in range(state.finished + 1, cfg.iterations + 1):
-            record, step = one_iteration(run, prompts, conversations, kl_set, iteration, step, out)
+        say(f"precision: {describe_dtypes(dtypes)}")
+        job.log({"event": "start", "dtypes": dtypes, "prompts": len(prompts), "quarantined": len(quarantined),
+                 "resumed_after_iteration": version})
+        for iteration in range(version + 1, cfg.iterations + 1):
+            record, step = one_iteration(run, prompts, conversations, prompts[:cfg.kl_prompts], iteration, step, job.out)
             history.append(record)
-            run.policy.save_checkpoint(out / "checkpoints", f"iter{iteration}")
-            state.mark(iteration, sft_step=step, history=history)
-        run.policy.save_pretrained(out / "policy")
-    finally:
-        run.shutdown()
-        if started_ray:
-            import ray
-            ray.shutdown()
-    report = {"output_dir": str(out), "policy_dir": str(out / "policy"), "dtypes": dtypes, "iterations": history,
-              "quarantined": len(quarantined)}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    metrics.log({"event": "end", "iterations": len(history)})
-    metrics.close()
+            run.policy.save_checkpoint(job.out / "checkpoints", f"iter{iteration}")
+            job.state.mark(iteration, sft_step=step, history=history)
+        run.policy.save_pretrained(job.out / "policy")
+        report = {"output_dir": str(job.out), "policy_dir": str(job.out / "policy"), "dtypes": dtypes,
+                  "iterations": history, "quarantined": len(quarantined)}
+        atomic_write_bytes(job.out / "report.json", json.dumps(report, indent=2).encode())
+        job.log({"event": "end", "iterations": len(history)})
     return report
 
 
@@ -173,10 +154,10 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
                    f"iteration {iteration}/{cfg.iterations} sample + score", "req", cfg.progress)
     samples_of, errors = run.sample(batch, steps.iteration_seed(cfg.seed, iteration), cfg.policy.samples_per_prompt,
                                     on_done=bar.update)
-    counts: dict = {"pairs": 0, "failed_pairs": 0, "ties": 0}
-    judgments, prefs, _ = judge_pointwise(samples_of, conversations, run.jury, cfg, counts, on_done=bar.update)
+    judged = judge_pointwise(samples_of, conversations, run.jury, on_done=bar.update)
     bar.close()
-    scores = steps.sample_scores(judgments, run.jury.weights)
+    judgments, prefs = judged.rows, judged.preferences
+    scores = {sid: score for choice in judged.choices.values() for sid, score in choice.scores.items()}
     kept, kept_counts = steps.keep_best(samples_of, scores, cfg.keep_threshold)
     sft = steps.sft_rows(kept, conversations, iteration)
     bad: list[dict] = []
@@ -184,7 +165,7 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
     sync = run.sync(iteration)
     samples = [s for ss in samples_of.values() for s in ss]
     record = {"iteration": iteration, **steps.score_stats(samples_of, scores),
-              "kept_fraction": kept_counts["kept"] / max(1, kept_counts["prompts"]), **kept_counts,
+              "kept_fraction": kept_counts.kept / max(1, kept_counts.prompts), **kept_counts.__dict__,
               "samples": len(samples), "sampling_errors": len(errors), "sft_quarantined": len(bad),
               f"distinct_{cfg.distinct_n}": distinct_n([s["text"] for s in samples], cfg.distinct_n),
               "sampled_version": sorted({s["policy"] for s in samples}), **sft_stats,
@@ -200,3 +181,17 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
         atomic_write_bytes(folder / "quarantine.jsonl", "".join(json.dumps(e) + "\n" for e in errors + bad).encode())
     run.metrics.scalars("iteration", iteration, {k: v for k, v in record.items() if not isinstance(v, (list, str))})
     return record, step
+
+
+def summary_lines(report: dict) -> list[str]:
+    """What `synthpref rft` prints at the end: one line per iteration, then where the policy is."""
+    lines = ["\niteration  mean score  best score  kept  SFT loss first -> last  KL to start"]
+    for r in report["iterations"]:
+        def num(x, fmt=".3f"):
+            return "n/a" if x is None else format(x, fmt)
+        lines.append(f"{r['iteration']:>9}  {num(r['mean_score']):>10}  {num(r['best_score']):>10}  "
+                     f"{r['kept']:>4}  {num(r['sft_loss_first']):>8} -> {num(r['sft_loss_last']):<8}  "
+                     f"{num(r['kl_to_start'], '.4f'):>11}")
+    lines += [f"policy (Hugging Face format): {report['policy_dir']}",
+              f"iterations' tables, report, metrics and logs: {report['output_dir']}"]
+    return lines

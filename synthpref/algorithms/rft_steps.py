@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 
 from synthpref.data.readers import PromptRow
 from synthpref.data.schema import content_id
-from synthpref.judging.verdicts import FAILED
+from synthpref.models.loading import pad_id
 from synthpref.training.batches import TooLong, collate, encode, length_sorted_batches, shuffled
 
 
@@ -19,32 +20,31 @@ def iteration_seed(seed: int, iteration: int) -> int:
     return int(content_id(seed, "rft", iteration), 16) % (2 ** 31)
 
 
-def sample_scores(judgments: list[dict], weights: dict[str, float]) -> dict[str, float]:
-    """One score per sample: the weighted mean of the judges that scored it (FAILED verdicts left out;
-    a sample no judge scored gets no score)."""
-    parts: dict[str, list[tuple[float, float]]] = {}
-    for row in judgments:
-        if row["verdict"] != FAILED and row["score"] is not None:
-            parts.setdefault(row["pair_id"], []).append((weights.get(row["judge_id"], 1.0), row["score"]))
-    return {sid: sum(w * s for w, s in ws) / (sum(w for w, _ in ws) or len(ws)) for sid, ws in parts.items()}
+@dataclass
+class KeptCounts:
+    """What became of each prompt of an iteration; prompts = kept + below_threshold + unscored."""
+    prompts: int = 0
+    kept: int = 0
+    below_threshold: int = 0
+    unscored: int = 0
 
 
 def keep_best(samples_of: dict[str, list[dict]], scores: dict[str, float],
-              threshold: float | None) -> tuple[list[dict], dict]:
-    """Each prompt's highest-scoring sample (the first of equals), if its score clears the threshold.
-    Returns the survivors and the counts of prompts kept, below threshold, and unscored."""
-    kept, counts = [], {"prompts": len(samples_of), "kept": 0, "below_threshold": 0, "unscored": 0}
+              threshold: float | None) -> tuple[list[dict], KeptCounts]:
+    """Each prompt's highest-scoring sample by the jury's score (the first of equals), if that score clears
+    the threshold. Returns the survivors and what became of each prompt."""
+    kept, counts = [], KeptCounts(prompts=len(samples_of))
     for samples in samples_of.values():
         scored = [s for s in samples if s["sample_id"] in scores]
         if not scored:
-            counts["unscored"] += 1
+            counts.unscored += 1
             continue
         best = max(scored, key=lambda s: scores[s["sample_id"]])
         if threshold is not None and scores[best["sample_id"]] < threshold:
-            counts["below_threshold"] += 1
+            counts.below_threshold += 1
             continue
         kept.append({**best, "score": scores[best["sample_id"]]})
-        counts["kept"] += 1
+        counts.kept += 1
     return kept, counts
 
 
@@ -73,9 +73,8 @@ def sft_batches(tokenizer, rows: list[dict], max_len: int, batch_size: int, seed
             encoded.append(encode(tokenizer, row["prompt"], row["completion"][0]["content"], max_len))
         except TooLong as exc:
             quarantined.append({"sample_id": row["sample_id"], "reason": "too_long", "detail": str(exc)})
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = shuffled(length_sorted_batches([len(e.input_ids) for e in encoded], batch_size), seed)
-    return [collate([encoded[i] for i in index], pad) for index in order]
+    return [collate([encoded[i] for i in index], pad_id(tokenizer)) for index in order]
 
 
 def kl_batch(tokenizer, prompts: list[PromptRow], texts: list[str], max_len: int) -> dict | None:
@@ -85,8 +84,7 @@ def kl_batch(tokenizer, prompts: list[PromptRow], texts: list[str], max_len: int
             rows.append(encode(tokenizer, p.messages, text, max_len))
         except TooLong:
             continue
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return collate(rows, pad) if rows else None
+    return collate(rows, pad_id(tokenizer)) if rows else None
 
 
 def kl_estimate(policy_logps: list[float], reference_logps: list[float]) -> float:

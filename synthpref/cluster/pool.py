@@ -112,9 +112,13 @@ class ReplicaPool:
         self.stats = {k: 0 for k in ("started", "lost", "replaced", "retried_chunks", "failed_chunks",
                                      "scaled_up", "scaled_down", "peak_inflight")}
         self.replacements_left = cfg.max_replacements
-        for _ in range(cfg.replicas):
-            self._start()
-        self.wait_started()
+        try:
+            for _ in range(cfg.replicas):
+                self._start()
+            self.wait_started()
+        except BaseException:          # a replica that cannot start (or Ctrl-C): stop the ones that did
+            self.shutdown()
+            raise
 
     # -- replicas ----------------------------------------------------------------------------------
     @property

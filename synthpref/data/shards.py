@@ -1,7 +1,8 @@
 """A resumable shard store: atomic Parquet writes and a manifest.
 
 A shard is written table by table to a temp file that is renamed into place, and only then recorded in
-`manifest.json` (itself replaced atomically). A shard counts as done when the manifest names it and
+`manifest.json` (itself replaced atomically). Which config the shards belong to is the job runtime's
+concern (runtime/rerun.py: `run.json`). A shard counts as done when the manifest names it and
 every file it lists exists with the recorded row count, so a rerun skips it; a deleted or truncated
 file makes the shard run again. Rows therefore land exactly once.
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthpref.errors import UserError
+from synthpref.data.schema import content_id
 
 
 def _umask() -> int:
@@ -58,32 +60,37 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
         raise
 
 
-class FingerprintMismatch(UserError):
-    """The output directory holds shards of a job with a different config."""
+@dataclass
+class Shard:
+    """A deterministic slice of the input rows: the unit of work and of resume."""
+    index: int
+    shard_id: str
+    rows: list
+
+
+def plan_shards(rows: list, shard_size: int) -> list[Shard]:
+    """Consecutive slices of `shard_size` rows; a shard's id hashes its index and its rows' prompt ids."""
+    shards = []
+    for index, start in enumerate(range(0, len(rows), shard_size)):
+        chunk = rows[start:start + shard_size]
+        shards.append(Shard(index, content_id(index, [r.prompt_id for r in chunk]), chunk))
+    return shards
 
 
 class ShardStore:
     MANIFEST = "manifest.json"
 
-    def __init__(self, root: str | Path, fingerprint: str):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.fingerprint = fingerprint
         self.manifest = self._load_manifest()
         self._remove_unrecorded()
 
     def _load_manifest(self) -> dict:
         path = self.root / self.MANIFEST
         if not path.exists():
-            self.manifest = {"fingerprint": self.fingerprint, "shards": {}}
-            self._save_manifest()                   # claims the directory for this config at once
-            return self.manifest
-        manifest = json.loads(path.read_text())
-        if manifest.get("fingerprint") != self.fingerprint:
-            raise FingerprintMismatch(
-                f"{self.root} holds shards of a job with another config (fingerprint "
-                f"{manifest.get('fingerprint')} != {self.fingerprint}); use a new output_dir or remove it")
-        return manifest
+            return {"shards": {}}
+        return json.loads(path.read_text())
 
     def _remove_unrecorded(self) -> None:
         """Shard files no manifest entry lists (a crash between rename and manifest) are removed, so

@@ -8,9 +8,9 @@ A FAILED judgment makes that judge's vote FAILED; a failed vote never counts for
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE, p_from_verdict, verdict_from_p
+from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE, Outcome, Verdict, p_from_verdict, verdict_from_p
 
 _SWAP = {FIRST: SECOND, SECOND: FIRST, TIE: TIE}
 
@@ -18,7 +18,7 @@ _SWAP = {FIRST: SECOND, SECOND: FIRST, TIE: TIE}
 @dataclass
 class Vote:
     judge_id: str
-    winner: str                  # A | B | TIE | FAILED, in the pair's own labels
+    winner: Verdict              # A | B | TIE | FAILED, in the pair's own labels
     p_a: float | None            # P(a is better)
     consistent: bool | None      # same winner in both orders (None if one order or failed)
     error: str | None = None
@@ -57,7 +57,7 @@ def combine_orders(judge_id: str, ab: dict | None, ba: dict | None, rule: str, t
 
 @dataclass
 class Decision:
-    winner: str                  # A | B | TIE | FAILED
+    winner: Verdict              # A | B | TIE | FAILED
     p_a: float | None
     confidence: float | None     # mean_prob: P(winner better); votes: share of weight for the winner
     n_votes: int                 # judges whose vote counted (not failed)
@@ -100,9 +100,10 @@ class PointChoice:
     worst: str | None
     score_best: float | None
     score_worst: float | None
-    outcome: str                 # CHOSEN | TIE | FAILED
+    outcome: Outcome
     n_votes: int
     agreement: float | None      # share of judges that themselves rank best above worst
+    scores: dict[str, float] = field(default_factory=dict)   # the jury's score of each sample (jury_scores)
 
 
 def _min_max(scores: dict[str, float]) -> dict[str, float]:
@@ -110,23 +111,32 @@ def _min_max(scores: dict[str, float]) -> dict[str, float]:
     return {x: (v - low) / (high - low) if high > low else 0.5 for x, v in scores.items()}
 
 
-def pointwise_choice(sample_ids: list[str], scores: dict[str, dict[str, float | None]],
-                     weights: dict[str, float] | None = None) -> PointChoice:
-    """Best vs worst by the (weighted) mean score over judges. With one judge its own scores count; with
-    several, each judge's scores for the prompt are first min-max scaled to [0, 1], so a 1-10 rating
-    and a P(Yes) weigh alike. A judge that failed on any of the prompt's samples is left out for the
-    prompt; equal best and worst is a tie."""
+def jury_scores(sample_ids: list[str], scores: dict[str, dict[str, float | None]],
+                weights: dict[str, float] | None = None) -> tuple[dict[str, float], list[str]]:
+    """The one rule for "score these samples" (best-vs-worst preferences, best-of-k selection): the
+    (weighted) mean over judges. With one judge its own scores count; with several, each judge's scores
+    for the prompt are first min-max scaled to [0, 1], so a 1-10 rating and a P(Yes) weigh alike. A judge
+    that failed on any of the prompt's samples is left out for the prompt. Returns ({sample: score},
+    judges counted)."""
     judges = [j for j, s in scores.items() if all(s.get(x) is not None for x in sample_ids)]
-    if not judges or len(sample_ids) < 2:
-        return PointChoice(None, None, None, None, FAILED, 0, None)
+    if not judges or not sample_ids:
+        return {}, []
     own = {j: {x: scores[j][x] for x in sample_ids} for j in judges}
     scaled = own if len(judges) == 1 else {j: _min_max(own[j]) for j in judges}
     w = {j: (weights or {}).get(j, 1.0) for j in judges}
     total = sum(w.values()) or float(len(judges))
-    combined = {x: sum(w[j] * scaled[j][x] for j in judges) / total for x in sample_ids}
+    return {x: sum(w[j] * scaled[j][x] for j in judges) / total for x in sample_ids}, judges
+
+
+def pointwise_choice(sample_ids: list[str], scores: dict[str, dict[str, float | None]],
+                     weights: dict[str, float] | None = None) -> PointChoice:
+    """Best vs worst by the jury's scores (`jury_scores`); equal best and worst is a tie."""
+    combined, judges = jury_scores(sample_ids, scores, weights)
+    if not judges or len(sample_ids) < 2:
+        return PointChoice(None, None, None, None, Outcome.FAILED, 0, None, combined)
     best = max(sample_ids, key=lambda x: combined[x])
     worst = min(sample_ids, key=lambda x: combined[x])
     if combined[best] == combined[worst]:
-        return PointChoice(None, None, combined[best], combined[worst], TIE, len(judges), None)
-    agree = sum(1 for j in judges if own[j][best] > own[j][worst]) / len(judges)
-    return PointChoice(best, worst, combined[best], combined[worst], "CHOSEN", len(judges), agree)
+        return PointChoice(None, None, combined[best], combined[worst], Outcome.TIE, len(judges), None, combined)
+    agree = sum(1 for j in judges if scores[j][best] > scores[j][worst]) / len(judges)
+    return PointChoice(best, worst, combined[best], combined[worst], Outcome.CHOSEN, len(judges), agree, combined)

@@ -22,8 +22,8 @@ from typing import Callable
 
 from synthpref.config import ConfigError, JudgeConfig
 from synthpref.judging import templates
-from synthpref.judging.verdicts import (FAILED, FIRST, SECOND, TIE, VerdictParseError, label_probs,
-                                        parse_pairwise_text, parse_score_text, sigmoid, verdict_from_p)
+from synthpref.judging.verdicts import (FAILED, VerdictParseError, label_probs,
+                                        parse_pairwise_text, parse_score_text, verdict_from_p, verdict_from_scores)
 from synthpref.cluster.pool import Job, run_jobs
 
 Progress = Callable[[int], None] | None
@@ -196,10 +196,7 @@ class FunctionJudge:
                 if on_done:
                     on_done(1)
                 continue
-            p_first = sigmoid(s1 - s2)
-            verdict = TIE if s1 == s2 else (FIRST if s1 > s2 else SECOND)
-            if verdict != TIE and abs(p_first - 0.5) <= self.tie_margin:
-                verdict = TIE
+            verdict, p_first = verdict_from_scores(s1, s2, self.tie_margin)
             rows.append(judgment_row(self.id, self.template_hash, r.pair_id, r.order, verdict, p_first=p_first, **common))
             if on_done:
                 on_done(1)

@@ -15,6 +15,8 @@ import os
 import random
 import time
 
+from synthpref.config import EndpointConfig
+
 RETRY_STATUS = {408, 409, 425, 429}
 
 
@@ -64,10 +66,10 @@ def read_choice_logprobs(data: dict, choices: dict[str, list[str]]) -> dict[str,
 
 
 class OpenAIClientActor:
-    def __init__(self, endpoint: dict, model_name: str, api_key: Secret | None = None):
+    def __init__(self, endpoint: EndpointConfig, model_name: str, api_key: Secret | None = None):
         self.ep, self.model_name = endpoint, model_name
         self._key = api_key.reveal() if api_key else None
-        self.url = endpoint["base_url"].rstrip("/") + "/chat/completions"
+        self.url = endpoint.base_url.rstrip("/") + "/chat/completions"
         self._client = None
         self._sem = None
         self.served = 0
@@ -78,9 +80,9 @@ class OpenAIClientActor:
     async def _session(self):
         if self._client is None:
             import httpx
-            self._client = httpx.AsyncClient(timeout=self.ep["timeout_s"],
-                                             limits=httpx.Limits(max_connections=self.ep["concurrency"]))
-            self._sem = asyncio.Semaphore(self.ep["concurrency"])
+            self._client = httpx.AsyncClient(timeout=self.ep.timeout_s,
+                                             limits=httpx.Limits(max_connections=self.ep.concurrency))
+            self._sem = asyncio.Semaphore(self.ep.concurrency)
         return self._client
 
     async def info(self) -> dict:
@@ -93,14 +95,14 @@ class OpenAIClientActor:
         client = await self._session()
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         error, attempts = "", 0
-        for attempt in range(1, self.ep["max_retries"] + 2):
+        for attempt in range(1, self.ep.max_retries + 2):
             attempts = attempt
             retry_after = None
             async with self._sem:
                 try:
                     resp = await client.post(self.url, json=payload, headers=headers)
                 except httpx.TimeoutException as exc:
-                    error = f"timeout after {self.ep['timeout_s']:g}s ({type(exc).__name__})"
+                    error = f"timeout after {self.ep.timeout_s:g}s ({type(exc).__name__})"
                 except httpx.TransportError as exc:
                     error = f"transport error: {type(exc).__name__}: {exc}"
                 else:
@@ -119,8 +121,8 @@ class OpenAIClientActor:
                             retry_after = float(resp.headers.get("retry-after", ""))
                         except ValueError:
                             retry_after = None
-            if attempt <= self.ep["max_retries"]:
-                await asyncio.sleep(backoff_delay(attempt, self.ep["backoff_s"], self.ep["backoff_max_s"], retry_after))
+            if attempt <= self.ep.max_retries:
+                await asyncio.sleep(backoff_delay(attempt, self.ep.backoff_s, self.ep.backoff_max_s, retry_after))
         return None, self._scrub(f"gave up after {attempts} attempts; last: {error}"), attempts
 
     @staticmethod
@@ -131,7 +133,7 @@ class OpenAIClientActor:
     async def _one_logprob(self, req: dict) -> dict:
         start = time.perf_counter()
         payload = {"model": self.model_name, "messages": req["messages"], "max_tokens": 1, "temperature": 0.0,
-                   "logprobs": True, "top_logprobs": self.ep["top_logprobs"]}
+                   "logprobs": True, "top_logprobs": self.ep.top_logprobs}
         data, error, attempts = await self._post(payload)
         if error:
             return {"error": error, "attempts": attempts, "latency_s": time.perf_counter() - start}
@@ -174,18 +176,18 @@ class OpenAIClientActor:
 
 def http_spawner(judge, api_key: Secret | None, max_inflight: int):
     """Replicas of the HTTP client: no CPU reserved (they wait on the network)."""
-    import dataclasses
-
     import ray
 
     from synthpref.cluster.pool import Spawned
+    from synthpref.cluster.ray_setup import actor_env
 
     remote_cls = ray.remote(OpenAIClientActor)
-    endpoint = dataclasses.asdict(judge.endpoint)
+    endpoint = judge.endpoint
     name = judge.endpoint.model or judge.model
 
     def spawn(slot: int) -> Spawned:
-        actor = remote_cls.options(num_cpus=0, max_concurrency=max_inflight + 2).remote(endpoint, name, api_key)
+        actor = remote_cls.options(num_cpus=0, max_concurrency=max_inflight + 2, runtime_env=actor_env()).remote(
+            endpoint, name, api_key)
         return Spawned(actor, {})
     return spawn
 

@@ -24,6 +24,15 @@ def engine_key(model: str, engine, pool) -> str:
     return json.dumps([model, dataclasses.asdict(engine), dataclasses.asdict(pool)], sort_keys=True)
 
 
+def jury_cpus(judging: JudgingConfig) -> float:
+    """Ray CPUs the jury's local replicas take at their most (HTTP and function judges take none)."""
+    return sum(j.pool.most * j.engine.num_cpus for j in judging.judges if j.type in ("vllm", "reward_model"))
+
+
+def needs_actors(judging: JudgingConfig) -> bool:
+    return any(j.type != "function" for j in judging.judges)
+
+
 class Jury:
     def __init__(self, cfg: JudgingConfig, pools: dict | None = None, events=None):
         self.cfg, self.events = cfg, events

@@ -12,42 +12,38 @@ import os
 import time
 
 from synthpref.judging.backends import Pending, PairRequest, PointRequest, PooledJudge, judgment_row
-from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE, sigmoid
+from synthpref.judging.verdicts import FAILED, verdict_from_scores
 from synthpref.models.loading import conversation_ids
+from synthpref.cluster.placement import parse_cores
 from synthpref.cluster.pool import Job
 
-
-def parse_cores(cores: str) -> set[int]:
-    out: set[int] = set()
-    for part in cores.split(","):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 class RewardModelActor:
     """One reward model in one Ray actor. `score(requests)`: each request has `messages` ending with the
     assistant's response; returns {"score", "prompt_tokens", ...} or {"error"} per request."""
 
-    def __init__(self, model: str, engine: dict, cores: str | None = None):
+    def __init__(self, model: str, engine, cores: str | None = None):
+        from synthpref.cluster.worker_logs import to_log_file
+        to_log_file("reward-model")
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from synthpref.models.loading import load_tokenizer
+        from synthpref.models.loading import load_tokenizer, pad_id
         from synthpref.models.precision import dtype_name, resolve_dtype
 
-        on_gpu = engine.get("num_gpus", 0) > 0 and torch.cuda.is_available()
+        on_gpu = engine.num_gpus > 0 and torch.cuda.is_available()
         if cores and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, parse_cores(cores))
+            os.sched_setaffinity(0, set(parse_cores(cores)))
             torch.set_num_threads(len(parse_cores(cores)))
-        dtype = resolve_dtype(engine.get("dtype", "auto"), on_gpu)
+        dtype = resolve_dtype(engine.dtype, on_gpu)
         self.device = "cuda" if on_gpu else "cpu"
         self.model = AutoModelForSequenceClassification.from_pretrained(
             model, dtype=getattr(torch, dtype)).to(self.device).eval()
         self.tokenizer = load_tokenizer(model)
         if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
-        self.max_len = engine.get("max_model_len", 1024)
+            self.model.config.pad_token_id = pad_id(self.tokenizer)
+        self.max_len = engine.max_model_len
         self.name, self.cores, self.dtype = model, cores, dtype_name(self.model.dtype)
         self.micro_batch = 16
 
@@ -125,10 +121,7 @@ class RewardModelJudge(PooledJudge):
                     rows.append(judgment_row(self.id, self.template_hash, r.pair_id, r.order, FAILED,
                                              error=a.get("error") or b.get("error"), **common))
                     continue
-                p_first = sigmoid(a["score"] - b["score"])
-                verdict = TIE if a["score"] == b["score"] else (FIRST if p_first > 0.5 else SECOND)
-                if verdict != TIE and abs(p_first - 0.5) <= self.tie_margin:
-                    verdict = TIE
+                verdict, p_first = verdict_from_scores(a["score"], b["score"], self.tie_margin)
                 rows.append(judgment_row(self.id, self.template_hash, r.pair_id, r.order, verdict,
                                          p_first=p_first, **common))
             if on_done:

@@ -3,8 +3,25 @@ from __future__ import annotations
 
 import math
 import re
+from enum import StrEnum
 
-FIRST, SECOND, TIE, FAILED = "A", "B", "TIE", "FAILED"
+
+class Verdict(StrEnum):
+    """A judgment of a pair, in the order shown (A = the first response), or a vote in the pair's own labels."""
+    FIRST = "A"
+    SECOND = "B"
+    TIE = "TIE"
+    FAILED = "FAILED"
+
+
+class Outcome(StrEnum):
+    """What became of a pair (pairwise) or of a prompt's samples (pointwise, best vs worst)."""
+    CHOSEN = "CHOSEN"
+    TIE = "TIE"
+    FAILED = "FAILED"
+
+
+FIRST, SECOND, TIE, FAILED = Verdict.FIRST, Verdict.SECOND, Verdict.TIE, Verdict.FAILED
 
 _PAIR_MARK = re.compile(r"\[\[\s*(A|B|TIE)\s*\]\]", re.IGNORECASE)
 _SCORE_MARK = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
@@ -64,11 +81,22 @@ def label_probs(logprobs: dict[str, list[float]]) -> dict[str, float]:
     return normalise(merged)
 
 
-def verdict_from_p(p_first: float, tie_margin: float = 0.0) -> str:
+def within_tie_margin(p_first: float, tie_margin: float) -> bool:
+    """The one tie rule: P(first is better) within `tie_margin` of 0.5 is a tie."""
+    return abs(p_first - 0.5) <= tie_margin
+
+
+def verdict_from_p(p_first: float, tie_margin: float = 0.0) -> Verdict:
     """P(first is better) -> A, B or TIE (within `tie_margin` of 0.5)."""
-    if abs(p_first - 0.5) <= tie_margin:
+    if within_tie_margin(p_first, tie_margin):
         return TIE
     return FIRST if p_first > 0.5 else SECOND
+
+
+def verdict_from_scores(first: float, second: float, tie_margin: float = 0.0) -> tuple[Verdict, float]:
+    """Two responses' scalar scores -> (verdict, P(first better) = sigmoid(first - second)), Bradley-Terry."""
+    p_first = sigmoid(first - second)
+    return (TIE if first == second else verdict_from_p(p_first, tie_margin)), p_first
 
 
 def p_from_verdict(verdict: str) -> float | None:

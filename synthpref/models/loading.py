@@ -54,3 +54,8 @@ def conversation_ids(tokenizer, messages: list[dict]) -> list[int]:
     the reward-model judge scores and `synthpref train-rm` trains on this same rendering."""
     ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def pad_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its end-of-sequence token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import sys
 import time
 from pathlib import Path
 
@@ -43,5 +42,6 @@ class MetricsLog:
 def progress(total: int | None, desc: str, unit: str, enabled: bool = True, position: int = 0):
     """A tqdm bar on stderr (total None: a live count and rate); disabled when asked (tests, CI logs)."""
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+    from synthpref.monitor.console import err
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=err(), dynamic_ncols=True,
                 position=position)

@@ -14,6 +14,8 @@ from typing import Any
 
 from synthpref.models.loading import chat_prompt_ids
 from synthpref.models.precision import dtype_name, resolve_dtype
+from synthpref.cluster.worker_logs import to_log_file
+from synthpref.config import EngineConfig
 from synthpref.sampling import reaper, weight_receiver
 
 
@@ -56,13 +58,14 @@ def shared_prefix_order(prompts: list, params: list, keys: list, groups: list) -
 class EngineActor:
     """Wraps `vllm.LLM`. Methods take plain lists of request dicts and never raise for one bad request."""
 
-    def __init__(self, model: str, engine: dict, cores: str | None = None, logprobs_k: int = 20,
+    def __init__(self, model: str, engine: EngineConfig, cores: str | None = None, logprobs_k: int = 20,
                  weights: dict | None = None, weight_version: int = 0):
+        to_log_file("engine")
         self.model = model
-        self.on_gpu = engine.get("num_gpus", 0) > 0 or engine.get("tensor_parallel_size", 1) > 1
+        self.on_gpu = engine.num_gpus > 0 or engine.tensor_parallel_size > 1
         if not self.on_gpu:
-            os.environ.update(cpu_engine_env(cores, engine.get("kv_cache_gib", 1.0)))
-        in_process = engine.get("in_process")
+            os.environ.update(cpu_engine_env(cores, engine.kv_cache_gib))
+        in_process = engine.in_process
         in_process = (not self.on_gpu) if in_process is None else bool(in_process)
         # read by vLLM when the engine is built: 0 keeps EngineCore in this process (no spawned children)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
@@ -71,28 +74,28 @@ class EngineActor:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
-        self.dtype = resolve_dtype(engine.get("dtype", "auto"), self.on_gpu)
+        self.dtype = resolve_dtype(engine.dtype, self.on_gpu)
         kwargs: dict[str, Any] = dict(
-            model=model, max_model_len=engine["max_model_len"], dtype=self.dtype,
-            enforce_eager=engine.get("enforce_eager", True), seed=engine.get("seed", 0),
-            enable_prefix_caching=engine.get("enable_prefix_caching", True),
+            model=model, max_model_len=engine.max_model_len, dtype=self.dtype,
+            enforce_eager=engine.enforce_eager, seed=engine.seed,
+            enable_prefix_caching=engine.enable_prefix_caching,
             max_logprobs=logprobs_k,
-            tensor_parallel_size=engine.get("tensor_parallel_size", 1),
+            tensor_parallel_size=engine.tensor_parallel_size,
             worker_extension_cls=weight_receiver.EXTENSION,
         )
-        if engine.get("weight_transfer") == "nccl":       # vLLM's weight-transfer engine in every worker
+        if engine.weight_transfer == "nccl":       # vLLM's weight-transfer engine in every worker
             kwargs.update(weight_receiver.engine_kwargs())
-        chunked = engine.get("chunked_prefill")
+        chunked = engine.chunked_prefill
         if chunked is not None or not self.on_gpu:
             kwargs["enable_chunked_prefill"] = bool(chunked)   # off on CPU unless asked: see EngineConfig
         if self.on_gpu:
-            kwargs["gpu_memory_utilization"] = engine.get("gpu_memory_utilization", 0.9)
-            if engine.get("tensor_parallel_size", 1) > 1:
+            kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
+            if engine.tensor_parallel_size > 1:
                 kwargs["distributed_executor_backend"] = "ray"
         self.llm = LLM(**kwargs)
         self.dtype = self._running_dtype()
         self.tokenizer = self.llm.get_tokenizer()
-        self.max_model_len = engine["max_model_len"]
+        self.max_model_len = engine.max_model_len
         self.cores = cores
         self._reaper = reaper.watch_children()
         self.served = 0                      # requests answered, for load-balance checks

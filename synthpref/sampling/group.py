@@ -1,7 +1,6 @@
 """Engine pools (replicas of EngineActor) and SamplerGroup: k completions per prompt from a pool."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Callable
 
@@ -25,7 +24,6 @@ def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cl
     on_cpu = engine.num_gpus == 0 and engine.tensor_parallel_size == 1
     cores = core_plan(max_replicas, engine.cpu_cores) if on_cpu else [None] * max_replicas
     remote_cls = ray.remote(actor_cls)
-    engine_dict = dataclasses.asdict(engine)
 
     def spawn(slot: int) -> Spawned:
         opts, demand, release = engine_placement(engine)
@@ -34,7 +32,7 @@ def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cl
         opts["runtime_env"] = actor_env(omp_binding_env(slot_cores) if pinned else None)
         latest = latest_weights()
         extra = (20, latest[0], latest[1]) if latest else ()
-        actor = remote_cls.options(**opts).remote(model, engine_dict, slot_cores, *extra)
+        actor = remote_cls.options(**opts).remote(model, engine, slot_cores, *extra)
         return Spawned(actor, demand, release)
     return spawn
 

@@ -6,13 +6,15 @@ weight 0, so every rank joins each collective step and the copy adds no gradient
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-import time
 
 import ray
 
-from synthpref.models.loading import for_workers
 from synthpref.cluster.pool import PoolError, missing_resources
+from synthpref.cluster.ray_setup import actor_env
+from synthpref.config import TrainConfig
+from synthpref.models.loading import for_workers
 from synthpref.training.trainer import TrainerActor
 
 
@@ -61,36 +63,44 @@ def common_dtype(per_rank: list[str]) -> str:
 
 
 class TrainerGroup:
-    """`world_size` ranks of one model in one role (policy, reference, reward, critic). `dtype` ("auto",
+    """`world_size` ranks of one model in one role (policy, reference, reward, critic). `train.dtype` ("auto",
     "float32", "bfloat16") is resolved by each rank on its own node; `self.dtype` is what they run."""
 
-    def __init__(self, model: str, role: str = "policy", world_size: int = 1, stage: int = 0, micro_batch: int = 2,
-                 lr: float = 1e-3, seed: int = 0, dtype: str = "float32", num_cpus: float = 1, num_gpus: float = 0,
-                 center_coef: float = 0.0, weight_decay: float = 0.0, start_timeout_s: float = 600.0,
-                 wait: bool = True):
+    def __init__(self, model: str, role: str = "policy", train: TrainConfig | None = None, seed: int = 0,
+                 wait: bool = True, **settings):
+        """`train` (a TrainConfig; fp32 by default when built directly) with `settings` replacing its fields,
+        e.g. TrainerGroup(model, world_size=2, zero_stage=3). If any step of starting fails, whatever was
+        started is stopped before the error propagates."""
+        self.train_cfg = dataclasses.replace(train or TrainConfig(dtype="float32"), **settings)
+        self.model, self.role, self.world_size = for_workers(model), role, self.train_cfg.world_size
+        self.actors: list = []
+        self.placement = None
+        try:
+            self._start(seed)
+            if wait:
+                self.ready()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self, seed: int) -> None:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        model = for_workers(model)
-        self.model, self.role, self.world_size = model, role, world_size
-        bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
-        self.placement = placement_group([bundle] * world_size, strategy="PACK")
-        start = time.monotonic()
-        if not self._wait_placement(start_timeout_s):
-            demand = {k: v * world_size for k, v in bundle.items()}
-            ray.util.remove_placement_group(self.placement)
-            raise PoolError(f"trainer group {role}: {world_size} ranks could not be placed within "
-                            f"{start_timeout_s:g} s: {missing_resources(demand)}")
-        cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(TrainerActor)
-        self.actors = [cls.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
-            self.placement, placement_group_bundle_index=r)).remote(r, world_size) for r in range(world_size)]
+        t = self.train_cfg
+        bundle = {"CPU": t.num_cpus, **({"GPU": t.num_gpus} if t.num_gpus else {})}
+        self.placement = placement_group([bundle] * t.world_size, strategy="PACK")
+        if not self._wait_placement(t.start_timeout_s):
+            demand = {k: v * t.world_size for k, v in bundle.items()}
+            raise PoolError(f"trainer group {self.role}: {t.world_size} ranks could not be placed within "
+                            f"{t.start_timeout_s:g} s: {missing_resources(demand)}")
+        cls = ray.remote(num_cpus=t.num_cpus, num_gpus=t.num_gpus)(TrainerActor)
+        self.actors = [cls.options(runtime_env=actor_env(), scheduling_strategy=PlacementGroupSchedulingStrategy(
+            self.placement, placement_group_bundle_index=r)).remote(r, t.world_size) for r in range(t.world_size)]
         master = ray.get(self.actors[0].rendezvous_address.remote())
-        threads = max(1, int(num_cpus)) if not num_gpus else None
-        self.dtype = common_dtype(ray.get([a.auto_dtype.remote(dtype) for a in self.actors]))
-        self._setup = [a.setup.remote(master, model, role, stage, micro_batch, lr, seed, self.dtype, threads,
-                                      center_coef, weight_decay) for a in self.actors]
-        if wait:
-            self.ready()
+        threads = max(1, int(t.num_cpus)) if not t.num_gpus else None
+        self.dtype = common_dtype(ray.get([a.auto_dtype.remote(t.dtype) for a in self.actors]))
+        self._setup = [a.setup.remote(master, self.model, self.role, t, seed, self.dtype, threads) for a in self.actors]
 
     def ready(self) -> "TrainerGroup":
         """Wait until every rank has built its engine (construct with wait=False to start other workers,
@@ -145,4 +155,7 @@ class TrainerGroup:
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-        ray.util.remove_placement_group(self.placement)
+        self.actors = []
+        if self.placement is not None:
+            ray.util.remove_placement_group(self.placement)
+            self.placement = None

@@ -28,11 +28,11 @@ def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor, average: bool =
     return total / mask.sum(-1).clamp(min=1) if average else total
 
 
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Token cross-entropy averaged over all counted tokens of the batch (supervised fine-tuning, as in
-    InstructGPT's SFT stage, Ouyang et al. 2022)."""
-    logps, mask = token_logprobs(logits, labels)
-    return -logps.sum() / mask.sum().clamp(min=1)
+    InstructGPT's SFT stage, Ouyang et al. 2022), from per-token log-probs and their mask (as
+    `token_logprobs` or forward.response_token_logprobs give them)."""
+    return -(token_logps * mask).sum() / mask.sum().clamp(min=1)
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | float | None = None,

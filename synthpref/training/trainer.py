@@ -16,7 +16,7 @@ import ray
 
 from synthpref.errors import MissingInput
 from synthpref.training.forward import response_token_logprobs
-from synthpref.training.losses import IGNORE, bradley_terry_loss, dpo_loss
+from synthpref.training.losses import IGNORE, bradley_terry_loss, dpo_loss, sft_loss
 
 ROLES = ("policy", "reference", "reward", "critic")
 SCALAR_ROLES = ("reward", "critic")
@@ -52,6 +52,8 @@ class TrainerActor:
     """One rank: a model under DeepSpeed in one role. Every method takes this rank's share of a batch."""
 
     def __init__(self, rank: int, world_size: int):
+        from synthpref.cluster.worker_logs import to_log_file
+        to_log_file(f"trainer-rank{rank}")
         self.rank, self.world_size, self.engine, self.role, self.stage = rank, world_size, None, None, 0
         self.device = None
 
@@ -70,10 +72,9 @@ class TrainerActor:
         from synthpref.models.precision import resolve_dtype
         return resolve_dtype(setting, torch.cuda.is_available(), training=True)
 
-    def setup(self, master: str, model: str, role: str = "policy", stage: int = 0, micro_batch: int = 2,
-              lr: float = 1e-3, seed: int = 0, dtype: str = "float32", threads: int | None = None,
-              center_coef: float = 0.0, weight_decay: float = 0.0) -> dict:
-        """Build this rank's DeepSpeed engine; returns its rank and the dtype its weights hold."""
+    def setup(self, master: str, model: str, role: str, train, seed: int, dtype: str, threads: int | None) -> dict:
+        """Build this rank's DeepSpeed engine from `train` (a TrainConfig) in `dtype` (the group's common one);
+        returns its rank and the dtype its weights hold."""
         host, port = master.rsplit(":", 1)
         os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": port, "RANK": str(self.rank),
                            "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0"})
@@ -81,7 +82,7 @@ class TrainerActor:
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-        from synthpref.models.loading import load_tokenizer
+        from synthpref.models.loading import load_tokenizer, pad_id
 
         if threads:
             torch.set_num_threads(threads)
@@ -90,7 +91,7 @@ class TrainerActor:
         torch.manual_seed(seed)
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
         self.tokenizer = load_tokenizer(model)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_id = pad_id(self.tokenizer)
         bf16 = dtype == "bfloat16"
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"train.dtype: {dtype!r} cannot be trained here (float32 or bfloat16)")
@@ -99,16 +100,17 @@ class TrainerActor:
             net.config.pad_token_id = self.pad_id
         else:
             net = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
-        self.role, self.stage, self._center = role, stage, center_coef
-        config = deepspeed_config(stage, micro_batch, bf16)
+        stage = train.zero_stage
+        self.role, self.stage, self._center = role, stage, train.center_coef
+        config = deepspeed_config(stage, train.micro_batch, bf16)
         if role == "reference":                     # frozen: no optimizer, ZeRO-3 still shards it
             net.requires_grad_(False)
             net.eval()
             config["zero_optimization"]["stage"] = 3 if stage == 3 else 0
             self.engine, *_ = deepspeed.initialize(model=net, config=config)
         else:
-            optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr,
-                                          weight_decay=weight_decay)
+            optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=train.lr,
+                                          weight_decay=train.weight_decay)
             self.engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer, config=config)
         self.device = self.engine.device             # cuda:0 on a GPU rank (Ray shows it one GPU), else cpu
         return {"rank": self.rank, "dtype": str(next(self.engine.module.parameters()).dtype).removeprefix("torch.")}
@@ -122,7 +124,7 @@ class TrainerActor:
         """One optimizer step of token cross-entropy on this rank's rows."""
         t = _tensors(batch, self.device)
         logps, counted = response_token_logprobs(self.engine, t["input_ids"], t["attention_mask"], t["labels"])
-        loss = -logps.sum() / counted.sum().clamp(min=1) * t.get("weight", 1.0)
+        loss = sft_loss(logps, counted) * t.get("weight", 1.0)
         self._step(loss)
         return {"loss": float(loss.item()), "tokens": int(counted.sum())}
 

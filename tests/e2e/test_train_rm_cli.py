@@ -59,8 +59,9 @@ def test_reward_model_learns_a_rule_judges_preferences(tmp_path, tiny_model):
     assert next(e for e in events if e["event"] == "start")["dtypes"] == report["dtypes"]
     assert any((out / "tensorboard").iterdir())
 
+    from synthpref.config import EngineConfig
     from synthpref.judging.reward_model import RewardModelActor
-    judge = RewardModelActor(str(out / "model"), {"max_model_len": 128})
+    judge = RewardModelActor(str(out / "model"), EngineConfig(max_model_len=128))
     conv = [{"role": "user", "content": "question 999: sea or sky?"}]
     polite, plain = judge.score([{"messages": conv + [{"role": "assistant", "content": "please the quiet sea"}]},
                                  {"messages": conv + [{"role": "assistant", "content": "the quiet sea"}]}])

@@ -27,7 +27,7 @@ def test_zero_stages_give_the_same_loss_curve_over_two_gloo_ranks(ray_session, t
     from synthpref.training.group import TrainerGroup
 
     batch, curves = sft_batch(), {}
-    groups = {stage: TrainerGroup(tiny_model, world_size=2, stage=stage, micro_batch=2, lr=1e-2, num_cpus=0.5,
+    groups = {stage: TrainerGroup(tiny_model, world_size=2, zero_stage=stage, micro_batch=2, lr=1e-2, num_cpus=0.5,
                                   wait=False) for stage in (0, 2, 3)}           # the three start side by side
     try:
         for stage, group in groups.items():
@@ -43,7 +43,7 @@ def test_zero_stages_give_the_same_loss_curve_over_two_gloo_ranks(ray_session, t
 def test_reward_role_learns_a_rule_and_reference_stays_frozen(ray_session, tiny_model):
     from synthpref.training.group import TrainerGroup
 
-    reward = TrainerGroup(tiny_model, role="reward", world_size=2, stage=2, lr=5e-3, num_cpus=0.5, wait=False)
+    reward = TrainerGroup(tiny_model, role="reward", world_size=2, zero_stage=2, lr=5e-3, num_cpus=0.5, wait=False)
     reference = TrainerGroup(tiny_model, role="reference", world_size=1, num_cpus=0.5)
     reward.ready()
     try:
@@ -76,7 +76,7 @@ def test_checkpoint_resume_continues_the_same_curve_and_full_weights_match(ray_s
     from synthpref.training.group import TrainerGroup
 
     batch = sft_batch(seed=3)
-    group = TrainerGroup(tiny_model, world_size=2, stage=3, lr=1e-2, num_cpus=0.5)
+    group = TrainerGroup(tiny_model, world_size=2, zero_stage=3, lr=1e-2, num_cpus=0.5)
     try:
         group.train_sft(batch), group.train_sft(batch)
         group.save_checkpoint(tmp_path / "ckpt", "step2")
@@ -89,7 +89,7 @@ def test_checkpoint_resume_continues_the_same_curve_and_full_weights_match(ray_s
     files = load_file(f"{saved}/model.safetensors")
     name = "model.embed_tokens.weight"
     assert state[name].shape == files[name].shape and torch.equal(state[name], files[name])
-    resumed = TrainerGroup(tiny_model, world_size=2, stage=3, lr=1e-2, num_cpus=0.5)
+    resumed = TrainerGroup(tiny_model, world_size=2, zero_stage=3, lr=1e-2, num_cpus=0.5)
     try:
         resumed.load_checkpoint(tmp_path / "ckpt", "step2")
         assert [resumed.train_sft(batch) for _ in range(2)] == pytest.approx(expected, abs=1e-5)

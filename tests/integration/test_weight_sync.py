@@ -35,7 +35,7 @@ def test_trained_weights_reach_the_engines(ray_session, tiny_model, dtype):
 
     prompts = [PromptRow(prompt_id=f"p{i}", messages=[{"role": "user", "content": f"say something {i}"}],
                          source="test") for i in range(3)]
-    trainer = TrainerGroup(tiny_model, world_size=2, stage=3, lr=2e-2, num_cpus=0.5, dtype=dtype, wait=False)
+    trainer = TrainerGroup(tiny_model, world_size=2, zero_stage=3, lr=2e-2, num_cpus=0.5, dtype=dtype, wait=False)
     sampler = SamplerGroup(tiny_model, EngineConfig(max_model_len=256, dtype=dtype), PoolConfig(replicas=1), chunk_size=8)
     trainer.ready()
     assert trainer.dtype == dtype and sampler.dtype() == dtype

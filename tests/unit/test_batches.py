@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from synthpref.training.batches import TooLong, collate, encode, length_sorted_batches
-from synthpref.training.losses import IGNORE, sft_loss
+from synthpref.training.losses import IGNORE, sft_loss, token_logprobs
 
 
 class CharTokenizer:
@@ -44,8 +44,8 @@ def test_collate_pads_right_and_padding_does_not_change_the_loss():
     torch.manual_seed(0)
     logits = torch.randn(1, batch["input_ids"].shape[1], vocab)
     alone = collate([short], pad_id=0)
-    assert sft_loss(logits[:, :len(short.input_ids)], alone["labels"]).item() == pytest.approx(
-        sft_loss(logits, batch["labels"][:1]).item())
+    assert sft_loss(*token_logprobs(logits[:, :len(short.input_ids)], alone["labels"])).item() == pytest.approx(
+        sft_loss(*token_logprobs(logits, batch["labels"][:1])).item())
 
 
 def test_length_sorted_batches_cover_every_row_once():

@@ -9,7 +9,7 @@ ARGS = ["label", "--config", "x.yaml"]
 
 
 def failing(exc):
-    def command(config, overrides):
+    def command(*args):
         raise exc
     return command
 

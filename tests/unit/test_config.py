@@ -102,18 +102,18 @@ def test_shipped_eval_configs_are_valid(name):
     ("judging.judges.1.function=no_such_module_xyz:f", "judging.judges.1.function"),
 ])
 def test_preflight_names_the_judge_key(tmp_path, override, message):
-    from synthpref.algorithms.label_io import preflight
+    from synthpref.judging.preflight import preflight
     cfg = load_config(LabelConfig, write(tmp_path, BASE), [override])
     with pytest.raises(ConfigError, match=message):
-        preflight(cfg)
+        preflight(cfg.judging)
 
 
 def test_preflight_names_a_judge_model_that_cannot_load(tmp_path):
-    from synthpref.algorithms.label_io import preflight
+    from synthpref.judging.preflight import preflight
     cfg = load_config(LabelConfig, write(tmp_path, BASE), [f"judging.judges.0.model={tmp_path / 'missing-model'}",
                                                          "judging.judges.1.function=synthpref.judging.functions:length"])
     with pytest.raises(ConfigError, match="judging.judges.0.model: cannot load a tokenizer"):
-        preflight(cfg)
+        preflight(cfg.judging)
 
 
 def test_weighted_jury_needs_some_weight(tmp_path):

@@ -7,7 +7,7 @@ def test_response_logprobs_match_full_logits(tiny_model):
     from transformers import AutoModelForCausalLM
 
     from synthpref.training.forward import predicting_positions, response_token_logprobs
-    from synthpref.training.losses import IGNORE, sequence_logprob, sft_loss
+    from synthpref.training.losses import IGNORE, sequence_logprob, sft_loss, token_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     ids = torch.randint(10, 200, (3, 20), generator=torch.Generator().manual_seed(0))
@@ -22,4 +22,4 @@ def test_response_logprobs_match_full_logits(tiny_model):
         full = model(input_ids=ids, attention_mask=mask).logits
     assert counted.sum() == (labels[:, 1:] != IGNORE).sum()
     assert logps.sum(-1).tolist() == pytest.approx(sequence_logprob(full, labels).tolist(), abs=1e-4)
-    assert float(-logps.sum() / counted.sum()) == pytest.approx(float(sft_loss(full, labels)), abs=1e-5)
+    assert float(-logps.sum() / counted.sum()) == pytest.approx(float(sft_loss(*token_logprobs(full, labels))), abs=1e-5)

@@ -17,9 +17,9 @@ def two_step_logits():
 def test_sft_loss_is_the_mean_over_counted_tokens_with_the_causal_shift():
     logits = two_step_logits()
     # tokens 1 and 2 are trained on: -(ln 3/4 + ln 4/5) / 2 = 0.2554128119
-    assert sft_loss(logits, torch.tensor([[IGNORE, 1, 0]])).item() == pytest.approx(0.2554128119, abs=1e-7)
+    assert sft_loss(*token_logprobs(logits, torch.tensor([[IGNORE, 1, 0]]))).item() == pytest.approx(0.2554128119, abs=1e-7)
     # only token 2: -ln 4/5 = 0.2231435513
-    assert sft_loss(logits, torch.tensor([[IGNORE, IGNORE, 0]])).item() == pytest.approx(0.2231435513, abs=1e-7)
+    assert sft_loss(*token_logprobs(logits, torch.tensor([[IGNORE, IGNORE, 0]]))).item() == pytest.approx(0.2231435513, abs=1e-7)
 
 
 def test_sequence_logprob_sums_or_averages_the_response_tokens():

@@ -87,14 +87,12 @@ def test_shared_prefix_order_puts_every_first_order_before_any_second():
 
 def test_a_new_table_schema_gives_runs_a_new_fingerprint(monkeypatch):
     """A folder written before a column was added is not resumed into (its shards could not be read
-    together with the new ones)."""
-    from synthpref.algorithms import label_io, rft
-    from synthpref.config import LabelConfig
-    from synthpref.config import RFTConfig
+    together with the new ones): the schema version is part of every job's run tree."""
+    from synthpref.config import LabelConfig, RFTConfig
+    from synthpref.runtime import rerun
 
-    label_cfg, rft_cfg = LabelConfig(), RFTConfig()
-    before = label_io.fingerprint(label_cfg), rft.fingerprint(rft_cfg)
-    monkeypatch.setattr(label_io, "SCHEMA_VERSION", label_io.SCHEMA_VERSION + 1)
-    monkeypatch.setattr(rft, "SCHEMA_VERSION", rft.SCHEMA_VERSION + 1)
-    after = label_io.fingerprint(label_cfg), rft.fingerprint(rft_cfg)
-    assert before[0] != after[0] and before[1] != after[1]
+    before = rerun.run_tree(LabelConfig()), rerun.run_tree(RFTConfig())
+    monkeypatch.setattr(rerun, "SCHEMA_VERSION", rerun.SCHEMA_VERSION + 1)
+    after = rerun.run_tree(LabelConfig()), rerun.run_tree(RFTConfig())
+    assert rerun.rerun_change(before[0], after[0]).startswith("schema_version:")
+    assert rerun.rerun_change(before[1], after[1], RFTConfig.length_keys).startswith("schema_version:")

@@ -8,15 +8,20 @@ from synthpref.monitor.diversity import distinct_n
 from synthpref.training.group import mean_stats, merge_rows, split
 
 
-def judgment(sample_id, judge, score, verdict="SCORE"):
-    return {"pair_id": sample_id, "judge_id": judge, "score": score, "verdict": verdict}
-
-
-def test_sample_scores_weighted_mean_without_failed_verdicts():
-    rows = [judgment("s1", "a", 1.0), judgment("s1", "b", 4.0), judgment("s2", "a", 2.0),
-            judgment("s2", "b", None, "FAILED"), judgment("s3", "a", None, "FAILED")]
-    scores = steps.sample_scores(rows, {"a": 1.0, "b": 3.0})
-    assert scores == {"s1": pytest.approx((1 * 1.0 + 3 * 4.0) / 4), "s2": 2.0}      # s3: no judge scored it
+def test_best_of_k_and_best_vs_worst_share_one_jury_rule():
+    """A 1-10 judge beside a P(Yes) judge: each is min-max scaled per prompt before the weighted mean, so
+    rft keeps the sample label would call best (a raw mean would let the 1-10 scale decide alone)."""
+    from synthpref.judging.aggregate import jury_scores, pointwise_choice
+    ids = ["x", "y"]
+    scores = {"rating": {"x": 6.0, "y": 5.0}, "p_yes": {"x": 0.01, "y": 0.99}}
+    weights = {"rating": 1.0, "p_yes": 3.0}
+    combined, judges = jury_scores(ids, scores, weights)
+    assert combined == {"x": pytest.approx(0.25), "y": pytest.approx(0.75)} and judges == ["rating", "p_yes"]
+    choice = pointwise_choice(ids, scores, weights)
+    kept, _ = steps.keep_best({"p": [{"sample_id": "x"}, {"sample_id": "y"}]}, choice.scores, None)
+    assert choice.best == kept[0]["sample_id"] == "y"
+    one_judge, _ = jury_scores(ids, {"rating": {"x": 6.0, "y": 5.0}})
+    assert one_judge == {"x": 6.0, "y": 5.0}                   # one judge: its own scale (keep_threshold reads it)
 
 
 def test_keep_best_threshold_and_unscored_counts():
@@ -25,9 +30,9 @@ def test_keep_best_threshold_and_unscored_counts():
     scores = {"a": 0.2, "b": 0.9, "c": 0.1, "d": 0.3}
     kept, counts = steps.keep_best(samples_of, scores, threshold=0.5)
     assert [k["sample_id"] for k in kept] == ["b"] and kept[0]["score"] == 0.9
-    assert counts == {"prompts": 3, "kept": 1, "below_threshold": 1, "unscored": 1}
+    assert counts == steps.KeptCounts(prompts=3, kept=1, below_threshold=1, unscored=1)
     kept, counts = steps.keep_best(samples_of, scores, threshold=None)
-    assert [k["sample_id"] for k in kept] == ["b", "d"] and counts["kept"] == 2
+    assert [k["sample_id"] for k in kept] == ["b", "d"] and counts.kept == 2
     stats = steps.score_stats(samples_of, scores)
     assert stats["mean_score"] == pytest.approx(1.5 / 4) and stats["best_score"] == pytest.approx(0.6)
 

@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthpref.data.schema import PREFERENCES, SAMPLES, to_table
-from synthpref.data.shards import FingerprintMismatch, ShardStore
+from synthpref.data.shards import ShardStore
 
 
 def sample_rows(n, prefix="s"):
@@ -13,24 +13,18 @@ def sample_rows(n, prefix="s"):
 
 
 def test_write_skip_and_redo(tmp_path):
-    store = ShardStore(tmp_path, "fp1")
+    store = ShardStore(tmp_path)
     store.write_shard("a", 0, {"samples": to_table(sample_rows(3), SAMPLES)}, {"n": 3})
     store.write_shard("b", 1, {"samples": to_table(sample_rows(2, "u"), SAMPLES)}, {"n": 2})
-    reopened = ShardStore(tmp_path, "fp1")
+    reopened = ShardStore(tmp_path)
     assert reopened.is_done("a") and reopened.is_done("b") and not reopened.is_done("c")
     assert reopened.read_table("samples").num_rows == 5
     (tmp_path / "samples" / "shard-00001.parquet").unlink()
-    assert not ShardStore(tmp_path, "fp1").is_done("b")
+    assert not ShardStore(tmp_path).is_done("b")
     # a truncated file (wrong row count) is not done either
     pq.write_table(to_table(sample_rows(1), SAMPLES), tmp_path / "samples" / "shard-00000.parquet")
-    assert not ShardStore(tmp_path, "fp1").is_done("a")
+    assert not ShardStore(tmp_path).is_done("a")
     assert not list(tmp_path.rglob("*.tmp"))
-
-
-def test_other_config_is_refused(tmp_path):
-    ShardStore(tmp_path, "fp1").write_shard("a", 0, {"samples": to_table(sample_rows(1), SAMPLES)}, {})
-    with pytest.raises(FingerprintMismatch, match="another config"):
-        ShardStore(tmp_path, "fp2")
 
 
 def test_schema_round_trip_and_bad_rows(tmp_path):
@@ -49,12 +43,12 @@ def test_schema_round_trip_and_bad_rows(tmp_path):
 
 
 def test_shards_of_an_old_plan_are_removed(tmp_path):
-    store = ShardStore(tmp_path, "fp1")
+    store = ShardStore(tmp_path)
     for i, sid in enumerate(["a", "b", "c"]):
         store.write_shard(sid, i, {"samples": to_table(sample_rows(2, sid), SAMPLES)}, {})
     store.forget_other_shards({"a", "b2"})             # the input changed: shard 1 differs, shard 2 is gone
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["shard-00000.parquet"]
-    reopened = ShardStore(tmp_path, "fp1")
+    reopened = ShardStore(tmp_path)
     assert set(reopened.manifest["shards"]) == {"a"} and reopened.read_table("samples").num_rows == 2
 
 
@@ -62,7 +56,7 @@ def test_unrecorded_files_are_removed_and_files_are_readable_by_others(tmp_path)
     import os
     old = os.umask(0o022)
     try:
-        store = ShardStore(tmp_path, "fp1")
+        store = ShardStore(tmp_path)
         store.write_shard("a", 0, {"samples": to_table(sample_rows(2), SAMPLES)}, {})
     finally:
         os.umask(old)
@@ -70,5 +64,5 @@ def test_unrecorded_files_are_removed_and_files_are_readable_by_others(tmp_path)
     assert os.stat(tmp_path / "manifest.json").st_mode & 0o777 == 0o644
     orphan = tmp_path / "samples" / "shard-00007.parquet"       # renamed into place, manifest never saved
     pq.write_table(to_table(sample_rows(1), SAMPLES), orphan)
-    ShardStore(tmp_path, "fp1")
+    ShardStore(tmp_path)
     assert not orphan.exists() and (tmp_path / "samples" / "shard-00000.parquet").exists()

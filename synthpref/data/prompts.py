@@ -1,0 +1,57 @@
+"""Reading a job's input rows: `data.limit` counted over rows read (usable or not), and prompts that will
+be sampled checked against the policy engine's context with room for `max_tokens`."""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+from synthpref.config import ConfigError, DataConfig, PolicyConfig
+from synthpref.data.readers import PromptRow, Quarantined, read_prompts
+from synthpref.models.loading import chat_prompt_ids, tokenizer_or_error
+
+
+def read_rows(data: DataConfig, path: str | None = None, limit: int | None = -1) -> Iterator[PromptRow | Quarantined]:
+    """The rows of `data` (or of `path` read as `auto`), at most `limit` (default: data.limit) of them."""
+    limit = data.limit if limit == -1 else limit
+    rows = read_prompts(path, "auto", "train") if path else read_prompts(data.path, data.format, data.split)
+    for n_read, item in enumerate(rows):
+        if limit is not None and n_read >= limit:
+            return
+        yield item
+
+
+def load_prompts(data: DataConfig, policy: PolicyConfig) -> tuple[list[PromptRow], list[Quarantined], int]:
+    """Usable rows, quarantined rows, and the number of rows read. Prompts that will be sampled are
+    checked against the policy engine's context with room for `max_tokens`."""
+    rows, quarantined, n_read = [], [], 0
+    for item in read_rows(data):
+        n_read += 1
+        (rows if isinstance(item, PromptRow) else quarantined).append(item)
+    needs_sampling = [r for r in rows if r.completions is None]
+    if needs_sampling and not policy.model:
+        raise ConfigError(f"policy.model: {len(needs_sampling)} prompts have no completions, so a policy "
+                          f"model is needed to sample them")
+    if needs_sampling:
+        too_long = _over_long(needs_sampling, policy)
+        quarantined.extend(too_long.values())
+        rows = [r for r in rows if r.prompt_id not in too_long]
+    return rows, quarantined, n_read
+
+
+def _over_long(rows: list[PromptRow], policy: PolicyConfig) -> dict[str, Quarantined]:
+    tok = tokenizer_or_error(policy.model, "policy.model")
+    limit = policy.engine.max_model_len - policy.max_tokens
+    bad = {}
+    for r in rows:
+        try:
+            n = len(chat_prompt_ids(tok, r.messages))
+        except Exception as exc:  # the model's chat template rejects this conversation
+            bad[r.prompt_id] = Quarantined(r.source, "wrong_type", f"chat template failed: {exc}",
+                                           json.dumps({"messages": r.messages})[:2000])
+            continue
+        if n > limit:
+            bad[r.prompt_id] = Quarantined(
+                r.source, "prompt_too_long",
+                f"{n} prompt tokens > max_model_len {policy.engine.max_model_len} - max_tokens "
+                f"{policy.max_tokens}", json.dumps({"messages": r.messages}, ensure_ascii=False)[:2000])
+    return bad

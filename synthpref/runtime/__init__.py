@@ -1,0 +1,1 @@
+"""The job runtime every driver runs in: Ray, owned workers, output folder, rerun rule, metrics, logs."""

@@ -1,0 +1,101 @@
+"""JobRuntime: what every driver runs inside, so that a driver is the method's steps and nothing else
+(in the spirit of veRL's `fit()`).
+
+    with JobRuntime(cfg, "rft") as job:          # output folder, logs, rerun rule, metrics
+        job.start_ray(cpus)                       # start a local Ray or join one
+        policy = job.own(TrainerGroup(...))       # shut down when the block ends, however it ends
+        ...
+
+On leaving the block (success, an error, Ctrl-C, SIGTERM) every owned worker group is shut down, last
+started first, then Ray if the job started it. Worker groups clean up after themselves when their own
+start fails half-way, so a failure while starting the second group leaves nothing behind either.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TypeVar
+
+from synthpref.cluster import worker_logs
+from synthpref.monitor.console import quiet_terminal
+from synthpref.monitor.metrics import MetricsLog
+from synthpref.runtime.rerun import RunState, run_tree
+
+T = TypeVar("T")
+
+
+class JobRuntime:
+    def __init__(self, cfg: Any, job: str, tensorboard: bool = True, **run_keys):
+        self.cfg, self.job = cfg, job
+        self.out = Path(cfg.output_dir)
+        self.logs = self.out / "logs"
+        self.verbose = bool(getattr(cfg, "verbose", False))
+        self._tree = run_tree(cfg, **run_keys)
+        self._tensorboard = tensorboard
+        self._owned: list[Any] = []
+        self._started_ray = False
+        self._stack: list = []
+
+    # -- entering and leaving ----------------------------------------------------------------------
+    def __enter__(self) -> "JobRuntime":
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state = RunState(self.out, self.job, self._tree, self.cfg.length_keys)
+        quiet = quiet_terminal(self.logs, self.verbose)
+        quiet.__enter__()
+        self._stack.append(quiet)
+        worker_logs.set_log_dir(None if self.verbose else str(self.logs))
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.out / "tensorboard" if self._tensorboard else None)
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            # a cancelled Ray job or `kill` unwinds like Ctrl-C, so the block's exit shuts the workers down
+            self._previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.shutdown()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self.metrics.close()
+            worker_logs.set_log_dir(None)
+            while self._stack:
+                self._stack.pop().__exit__(*exc)
+
+    def shutdown(self) -> None:
+        """Stop every owned worker group, last started first, then Ray if this job started it."""
+        errors = []
+        while self._owned:
+            part = self._owned.pop()
+            try:
+                part.shutdown()
+            except Exception as exc:  # keep stopping the others; report the first failure below
+                errors.append(exc)
+        if self._started_ray:
+            import ray
+            ray.shutdown()
+            self._started_ray = False
+        if errors:
+            raise errors[0]
+
+    # -- workers -----------------------------------------------------------------------------------
+    def start_ray(self, cpus: int) -> None:
+        """Join the configured (or submitted job's) Ray cluster, else start a local one with `cpus` CPUs.
+        Quiet runs keep worker output out of the terminal (each worker writes to OUTPUT/logs/)."""
+        from synthpref.cluster.ray_setup import init_ray
+        self._started_ray = init_ray(self.cfg.ray, min_cpus=max(1, cpus), log_to_driver=self.verbose) or self._started_ray
+
+    def own(self, part: T) -> T:
+        """Shut `part` (anything with shutdown()) down when the job ends; returns it."""
+        self._owned.append(part)
+        return part
+
+    # -- records -----------------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        self.metrics.log(record)
+
+    def pool_events(self, event: dict) -> None:
+        """Replica pools report starts, losses and scaling here."""
+        self.metrics.log({"event": "pool", **event}) if "event" not in event else self.metrics.log(event)
