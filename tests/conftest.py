@@ -25,6 +25,22 @@ def hh_rlhf_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session. Jobs join it: in-process ones directly, CLI subprocesses through
+    RAY_ADDRESS (set here for every process started afterwards), as a submitted Ray job's driver does.
+    `tests/e2e/test_job_submit.py` is the test that starts a cluster of its own."""
+    import ray
+
+    from synthpref.cluster.ray_setup import init_ray
+    from synthpref.config import RayConfig
+    init_ray(RayConfig(num_cpus=12))
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    yield
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     from synthpref.models.tiny import build_tiny_model
     return str(build_tiny_model(tmp_path_factory.mktemp("models") / "policy", seed=0))

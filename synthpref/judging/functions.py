@@ -20,3 +20,11 @@ def distinct_words(messages: list[dict], completion: str) -> float:
     """Share of distinct words: penalises degenerate repetition."""
     words = completion.split()
     return len(set(words)) / len(words) if words else 0.0
+
+
+def readable(messages: list[dict], completion: str) -> float:
+    """Prefers text made of letters and spaces: ten times the share of such characters (0-10). Over a tiny
+    random policy's output this is a rule a reward model can learn, which the demo's jury uses."""
+    if not completion:
+        return 0.0
+    return 10.0 * sum(c.isascii() and (c.isalpha() or c == " ") for c in completion) / len(completion)

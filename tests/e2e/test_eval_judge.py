@@ -8,16 +8,16 @@ import sys
 import pytest
 import yaml
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]   # jobs join the session's Ray
 
 
 def eval_judge(config: dict, tmp_path) -> tuple[dict, str]:
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.run([sys.executable, "-m", "synthpref.cli", "eval-judge", "--config", str(tmp_path / "eval.yaml"),
-                           "progress=false", f"output={tmp_path / 'report.json'}"],
+                           "progress=false", f"output_dir={tmp_path / 'eval'}"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((tmp_path / "report.json").read_text()), proc.stdout
+    return json.loads((tmp_path / "eval" / "report.json").read_text()), proc.stdout
 
 
 def fn_judge(name: str, fn: str) -> dict:
@@ -49,10 +49,13 @@ def test_known_answers_and_a_reward_model_on_trl_rows(tmp_path, tiny_reward_mode
 
 
 def test_real_hh_rlhf_human_labels(tmp_path, hh_rlhf_path):
-    """On 200 real hh-rlhf pairs a length judge's agreement equals how often humans chose the longer reply."""
-    report, _ = eval_judge({"data": {"path": str(hh_rlhf_path), "limit": 200},
-                            "judging": {"judges": [fn_judge("longer", "length"), fn_judge("shorter", "brevity")]}},
-                           tmp_path)
+    """On 200 real hh-rlhf pairs a length judge's agreement equals how often humans chose the longer reply
+    (function judges only: the job runs in this process)."""
+    from synthpref.algorithms.eval_judge import run_eval_judge
+    from synthpref.config import EvalJudgeConfig, from_dict, validate
+    report = run_eval_judge(validate(from_dict(EvalJudgeConfig, {
+        "output_dir": str(tmp_path / "eval"), "progress": False, "data": {"path": str(hh_rlhf_path), "limit": 200},
+        "judging": {"judges": [fn_judge("longer", "length"), fn_judge("shorter", "brevity")]}})))
     longer, shorter = report["judges"]["longer"], report["judges"]["shorter"]
     assert report["pairs"] + report["quarantined"] == 200
     decided = longer["agree"] + longer["disagree"]

@@ -1,4 +1,5 @@
-"""`synthpref label` end to end, as a user runs it (a subprocess per job)."""
+"""`synthpref label` end to end: as a user runs it (a subprocess per job) where the CLI or engines are under
+test, and in this process (`label_here`) for jobs whose judges are plain functions."""
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import yaml
 from synthpref.models.precision import resolve_dtype
 from tests.helpers import vllm_processes
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]   # jobs join the session's Ray
 
 
 def run_label(config: dict, tmp_path: Path, *overrides: str) -> dict:
@@ -21,6 +22,15 @@ def run_label(config: dict, tmp_path: Path, *overrides: str) -> dict:
                            *overrides], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((Path(config["output_dir"]) / "summary.json").read_text())
+
+
+def label_here(config: dict, tmp_path: Path) -> dict:
+    """The same job in this process (no interpreter start, no Ray: function judges need neither)."""
+    from synthpref.algorithms.label import run_label as run
+    from synthpref.config import LabelConfig, load_config
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return run(load_config(LabelConfig, path, ["progress=false"]))
 
 
 def function_judge(name="longer", fn="length"):
@@ -36,8 +46,8 @@ def test_known_answer_function_judge(tmp_path):
     rows.append({"prompt": "three", "completions": ["a", "bbb", "cc"]})        # 3 pairs
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    summary = run_label({"output_dir": str(out), "data": {"path": str(tmp_path / "p.jsonl"), "shard_size": 7},
-                         "judging": {"judges": [function_judge()]}}, tmp_path)
+    summary = label_here({"output_dir": str(out), "data": {"path": str(tmp_path / "p.jsonl"), "shard_size": 7},
+                          "judging": {"judges": [function_judge()]}}, tmp_path)
     c = summary["counts"]
     assert (c["prompts"], c["pairs"], c["preferences"], c["ties"], c["failed_pairs"]) == (32, 34, 33, 1, 0)
     assert c["judgments"] == 68 and c["failed_verdicts"] == 0
@@ -54,7 +64,7 @@ def test_known_answer_function_judge(tmp_path):
 def test_real_hh_rlhf_pairs_with_a_jury(tmp_path, hh_rlhf_path):
     """hh-rlhf dialogues (ready pairs) judged by a two-judge jury; counts add up to the rows read."""
     out = tmp_path / "out"
-    summary = run_label({"output_dir": str(out), "data": {"path": str(hh_rlhf_path), "limit": 60, "shard_size": 25},
+    summary = label_here({"output_dir": str(out), "data": {"path": str(hh_rlhf_path), "limit": 60, "shard_size": 25},
                          "judging": {"jury_rule": "majority",
                                      "judges": [function_judge(), function_judge("shorter", "brevity")]}}, tmp_path)
     c = summary["counts"]
@@ -196,8 +206,8 @@ def test_pointwise_best_vs_worst(tmp_path):
     rows.append({"prompt": "flat", "completions": ["xy", "zw"]})                       # equal scores: a tie
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    summary = run_label({"output_dir": str(out), "data": {"path": str(tmp_path / "p.jsonl")},
-                         "judging": {"mode": "pointwise", "judges": [function_judge("short", "brevity")]}}, tmp_path)
+    summary = label_here({"output_dir": str(out), "data": {"path": str(tmp_path / "p.jsonl")},
+                          "judging": {"mode": "pointwise", "judges": [function_judge("short", "brevity")]}}, tmp_path)
     c = summary["counts"]
     assert (c["pairs"], c["preferences"], c["ties"], c["judgments"]) == (6, 5, 1, 17)
     prefs = pq.read_table(out / "preferences").to_pylist()
@@ -212,11 +222,12 @@ def test_a_changed_config_in_the_same_output_dir_is_refused(tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "q", "completions": ["a", "bb"]}) + "\n")
     config = {"output_dir": str(tmp_path / "out"), "data": {"path": str(tmp_path / "p.jsonl")},
               "judging": {"judges": [function_judge()]}}
-    run_label(config, tmp_path)
+    label_here(config, tmp_path)
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.run([sys.executable, "-m", "synthpref.cli", "label", "--config", str(tmp_path / "job.yaml"),
                            "judging.both_orders=false"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "another config" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "another config (judging.both_orders: was True, now False" in proc.stderr      # the key is named
 
 
 def test_a_pool_the_cluster_cannot_host_fails_in_time_naming_the_resource(tmp_path, tiny_model):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ray_session")]   # jobs join the session's Ray
 BAD_ROWS = '{"nope": 1}\nnot json\n'
 
 
@@ -93,10 +93,11 @@ def test_model_folder_without_a_tokenizer(tmp_path, tiny_model):
 
 def test_output_folder_of_another_run(tmp_path, tiny_model):
     (tmp_path / "prompts.jsonl").write_text('{"prompt": "hello"}\n')
-    other = {"finished": 2, "fingerprint": "a-different-config"}
     for job, folder, config in (("rft", "rft", rft_config), ("train-rm", "rm", rm_config)):
+        other = {"job": job, "config": {"seed": 99}, "finished": 2}
         (tmp_path / folder).mkdir()
-        (tmp_path / folder / "state.json").write_text(json.dumps(other))
+        (tmp_path / folder / "run.json").write_text(json.dumps(other))
         proc = run_cli(job, "--config", str(config(tmp_path, tiny_model, str(tmp_path / "prompts.jsonl"))))
-        assert_user_error(proc, str(tmp_path / folder / "state.json"), "a run of a different config")
-        assert json.loads((tmp_path / folder / "state.json").read_text()) == other     # left as it was
+        message = assert_user_error(proc, str(tmp_path / folder / "run.json"), "a run of another config")
+        assert "seed: was 99, now 0" in message                                      # the key is named
+        assert json.loads((tmp_path / folder / "run.json").read_text()) == other     # left as it was

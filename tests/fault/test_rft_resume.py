@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import job_command, vllm_processes
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("ray_session")]   # jobs join the session's Ray
 
 
 def rft_config(out: Path, prompts: Path, model: str) -> dict:
@@ -28,7 +28,7 @@ def rft_config(out: Path, prompts: Path, model: str) -> dict:
 
 
 def finished(out: Path) -> int:
-    path = out / "state.json"
+    path = out / "run.json"
     try:
         return json.loads(path.read_text())["finished"] if path.exists() else 0
     except json.JSONDecodeError:      # never happens with the atomic rename; kept for a clear failure

@@ -1,19 +1,10 @@
-"""Session-wide Ray and vLLM engines (engine start costs ~20 s each: share them across tests)."""
+"""Session-wide vLLM engines (engine start costs ~20 s each: share them across tests); the session's Ray
+is `ray_session` in tests/conftest.py."""
 from __future__ import annotations
 
 import pytest
 
-from synthpref.config import EngineConfig, PoolConfig, RayConfig
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    import ray
-
-    from synthpref.cluster.ray_setup import init_ray
-    init_ray(RayConfig(num_cpus=6))
-    yield
-    ray.shutdown()
+from synthpref.config import EngineConfig, PoolConfig
 
 
 @pytest.fixture(scope="session")
