@@ -32,7 +32,7 @@ demo: install
 	$(VENV)/bin/synthpref demo
 
 test: install
-	$(PY) -m pytest -q -x --timeout=900 --durations=8
+	$(PY) -m pytest -q -x --timeout=900 --durations=15
 
 # The inner loop: unit tests only (no Ray, no engines), seconds.
 test-fast: install

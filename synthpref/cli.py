@@ -24,8 +24,8 @@ def config_command(sub, name: str, cls: type, config_help: str, **texts) -> argp
     cmd = sub.add_parser(name, epilog=_keys_help(cls), formatter_class=argparse.RawDescriptionHelpFormatter, **texts)
     cmd.add_argument("--config", help=config_help)
     cmd.add_argument("--verbose", action="store_true",
-                     help="also show engine, DeepSpeed, transformers and Ray worker output (same as verbose=true; "
-                          "it always goes to OUTPUT/logs/)")
+                     help="show engine, DeepSpeed, transformers and Ray worker output in the terminal (same as "
+                          "verbose=true; quiet runs write it to OUTPUT/logs/ instead)")
     cmd.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied in order")
     return cmd
 
@@ -92,14 +92,15 @@ def cmd_demo(output_dir: str, overrides: list[str], verbose: bool) -> dict:
     from synthpref.models.tiny import ensure_tiny_model
 
     out = Path(output_dir)
-    with quiet_terminal(out / "logs", verbose):
+    verbose = verbose or "verbose=true" in overrides
+    with quiet_terminal(out / "labels" / "logs", verbose):
         say(f"building a tiny policy and a tiny judge in {out / 'models'} ...")
         policy = ensure_tiny_model(out / "models" / "policy", seed=1)
         judge = ensure_tiny_model(out / "models" / "judge", seed=2)
         prompts = write_demo_prompts(out / "prompts.jsonl")
         defaults = [f"output_dir={out / 'labels'}", f"data.path={prompts}", f"policy.model={policy}",
                     f"judging.judges.0.model={judge}"] + (["verbose=true"] if verbose else [])
-        say(f"labelling {prompts} (configs/demo.yaml); engine and library output goes to {out / 'labels' / 'logs'}")
+        say(f"labelling {prompts} (configs/demo.yaml); engine and library output: {out / 'labels' / 'logs'}")
         return run_label(load_config(LabelConfig, str(DEMO_CONFIG), defaults + list(overrides)))
 
 

@@ -87,14 +87,13 @@ def run_eval_judge(cfg: EvalJudgeConfig) -> dict:
     """Judge every human-labelled pair in both orders and report agreement, bias figures and baselines."""
     from synthpref.judging.jury import Jury, jury_cpus, needs_actors
 
-    with JobRuntime(cfg, "eval-judge", tensorboard=False) as job:
+    with JobRuntime(cfg, "eval-judge", tensorboard=False, resumable=False) as job:
         preflight(cfg.judging)
         pairs, human, conversations, quarantined, n_read = human_pairs(cfg)
         write_quarantine(job.out / "quarantine.jsonl", quarantined)
         if not pairs:
             raise no_usable_rows("human-labelled pairs", cfg.data.path, len(quarantined),
                                  "reasons: " + ", ".join(sorted({q.reason for q in quarantined})))
-        job.state.claim()
         jury_tally, tallies = Tally(), {j.id: Tally() for j in cfg.judging.judges}
         stats = {j.id: bias.new_judge_stats() for j in cfg.judging.judges}
         agreement: dict = {}

@@ -31,7 +31,6 @@ def run_label(cfg: LabelConfig) -> dict:
         preflight(cfg.judging)
         rows, quarantined, n_read = load_prompts(cfg.data, cfg.policy)
         shards = plan_shards(rows, cfg.data.shard_size)
-        job.state.claim()
         store = ShardStore(job.out)
         store.forget_other_shards({s.shard_id for s in shards})
         todo = [s for s in shards if not store.is_done(s.shard_id)]
@@ -70,6 +69,7 @@ def label_shards(job: JobRuntime, todo: list[Shard], store: ShardStore) -> None:
     for shard in todo:
         start = time.perf_counter()
         tables, counts, extra = label_shard(shard, sampler, jury, cfg, on_done=requests.update)
+        job.state.claim()                               # the folder holds this run from its first shard on
         store.write_shard(shard.shard_id, shard.index, tables, {**counts.__dict__, **extra})
         seconds = time.perf_counter() - start
         bar.update(len(shard.rows))

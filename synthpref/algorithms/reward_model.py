@@ -114,7 +114,6 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
         done = job.state.finished
         if done:
             group.load_checkpoint(job.out / "checkpoints", f"epoch{done}")
-        job.state.claim()
         dtypes = {"reward_trainer": group.dtype}
         say(f"precision: {describe_dtypes(dtypes)}")
         job.log({"event": "start", "dtypes": dtypes, "pairs": len(pairs), "train": len(train), "held_out": len(test),
@@ -134,7 +133,7 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
             job.metrics.scalars("eval", step, {"epoch": epoch, "held_out_accuracy": held["accuracy"],
                                                "held_out_margin": held["mean_margin"]})
             group.save_checkpoint(job.out / "checkpoints", f"epoch{epoch}")
-            job.state.mark(epoch)
+            job.state.mark(epoch)                       # claims the folder with its first epoch
         report = {"output_dir": str(job.out), "model_dir": str(job.out / "model"), "dtypes": dtypes, "pairs": len(pairs),
                   "train_pairs": len(train), "quarantined": len(quarantined),
                   "held_out": accuracy(group, test, batch_size, pad)}

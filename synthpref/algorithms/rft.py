@@ -128,7 +128,6 @@ def run_rft(cfg: RFTConfig) -> dict:
         if version:
             run.policy.load_checkpoint(job.out / "checkpoints", f"iter{version}")
             run.sync(version)
-        job.state.claim()
         dtypes = run.dtypes()
         say(f"precision: {describe_dtypes(dtypes)}")
         job.log({"event": "start", "dtypes": dtypes, "prompts": len(prompts), "quarantined": len(quarantined),
@@ -137,7 +136,7 @@ def run_rft(cfg: RFTConfig) -> dict:
             record, step = one_iteration(run, prompts, conversations, prompts[:cfg.kl_prompts], iteration, step, job.out)
             history.append(record)
             run.policy.save_checkpoint(job.out / "checkpoints", f"iter{iteration}")
-            job.state.mark(iteration, sft_step=step, history=history)
+            job.state.mark(iteration, sft_step=step, history=history)   # the first claims the folder
         run.policy.save_pretrained(job.out / "policy")
         report = {"output_dir": str(job.out), "policy_dir": str(job.out / "policy"), "dtypes": dtypes,
                   "iterations": history, "quarantined": len(quarantined)}

@@ -24,9 +24,9 @@ def iteration_seed(seed: int, iteration: int) -> int:
 class KeptCounts:
     """What became of each prompt of an iteration; prompts = kept + below_threshold + unscored."""
     prompts: int = 0
-    kept: int = 0
-    below_threshold: int = 0
-    unscored: int = 0
+    kept: int = 0                    # its best sample goes to SFT
+    below_threshold: int = 0         # its best sample scored below keep_threshold
+    unscored: int = 0                # no judge scored all of its samples
 
 
 def keep_best(samples_of: dict[str, list[dict]], scores: dict[str, float],

@@ -123,7 +123,7 @@ class ReplicaPool:
     # -- replicas ----------------------------------------------------------------------------------
     @property
     def max_replicas(self) -> int:
-        return self.cfg.max_replicas or self.cfg.replicas
+        return self.cfg.most
 
     def _start(self) -> Replica:
         slot = min(s for s in range(len(self.replicas) + 1) if s not in self.replicas)

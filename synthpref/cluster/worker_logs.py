@@ -3,7 +3,7 @@
 The job runtime names the folder (`set_log_dir`); every worker actor gets it in its runtime env
 (`ray_setup.actor_env`) and calls `to_log_file(role)` first thing in `__init__`, which points its file
 descriptors 1 and 2 at `LOG_DIR/<role>-<pid>.log`. Without a folder (verbose runs, tests that build
-actors directly) output stays where Ray sends it.
+actors directly, a node where the driver's folder does not exist) output stays where Ray sends it.
 """
 from __future__ import annotations
 
@@ -25,13 +25,12 @@ def env() -> dict[str, str]:
 def to_log_file(role: str) -> str | None:
     """In a worker actor: send this process's output to the job's log folder; returns the file's path."""
     folder = os.environ.get(ENV)
-    if not folder:
+    if not folder or not os.path.isdir(folder):    # a node without the job's filesystem: Ray's own logs
         return None
     try:
-        os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"{role}-{os.getpid()}.log")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    except OSError:               # another node without the folder's filesystem: keep Ray's own logs
+    except OSError:
         return None
     os.dup2(fd, 1)
     os.dup2(fd, 2)

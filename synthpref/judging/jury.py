@@ -58,13 +58,13 @@ class Jury:
         from synthpref.sampling.group import engine_spawner
         if jc.type == "reward_model":
             from synthpref.judging.reward_model import RewardModelActor, RewardModelJudge
-            spawn = engine_spawner(jc.model, jc.engine, jc.pool.max_replicas or jc.pool.replicas, RewardModelActor)
+            spawn = engine_spawner(jc.model, jc.engine, jc.pool.most, RewardModelActor)
             pool = ReplicaPool(f"judge:{jc.id}", spawn, jc.pool, self.events)
             self.pools[f"rm:{jc.id}"] = pool
             return RewardModelJudge(jc, pool, self.cfg.tie_margin)
         key = engine_key(for_workers(jc.model), jc.engine, jc.pool)   # ./m and /abs/m share one pool
         if key not in self.pools:
-            spawn = engine_spawner(jc.model, jc.engine, jc.pool.max_replicas or jc.pool.replicas)
+            spawn = engine_spawner(jc.model, jc.engine, jc.pool.most)
             self.pools[key] = ReplicaPool(f"judge:{jc.id}", spawn, jc.pool, self.events)
         return ModelJudge(jc, self.cfg.mode, self.pools[key], self.cfg.tie_margin)
 

@@ -4,6 +4,7 @@
 
 `quiet_terminal(log_dir)` points file descriptors 1 and 2 at the log file and keeps the real terminal
 for `say()` and progress bars; `verbose=True` leaves the terminal as it is. Nested uses share the first.
+It is meant for one job at a time in a process (the CLI); jobs in threads should pass verbose=True.
 """
 from __future__ import annotations
 
@@ -40,14 +41,14 @@ def quiet_terminal(log_dir: str | Path, verbose: bool = False):
         try:
             yield
         finally:
-            _terminal["depth"] -= 1
+            _terminal["depth"] = max(0, _terminal["depth"] - 1)
         return
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_dir / "driver.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    log_fd = os.open(log_dir / "driver.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     _terminal.update(out=io.TextIOWrapper(os.fdopen(os.dup(saved[0]), "wb", buffering=0), write_through=True),
                      err=io.TextIOWrapper(os.fdopen(os.dup(saved[1]), "wb", buffering=0), write_through=True),
                      depth=1)

@@ -12,6 +12,7 @@ start fails half-way, so a failure while starting the second group leaves nothin
 """
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -24,11 +25,13 @@ from synthpref.monitor.metrics import MetricsLog
 from synthpref.runtime.rerun import RunState, run_tree
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class JobRuntime:
-    def __init__(self, cfg: Any, job: str, tensorboard: bool = True, **run_keys):
-        self.cfg, self.job = cfg, job
+    def __init__(self, cfg: Any, job: str, tensorboard: bool = True, resumable: bool = True, **run_keys):
+        """`resumable=False`: a job that redoes all its work on every run (eval-judge) keeps no run.json."""
+        self.cfg, self.job, self.resumable = cfg, job, resumable
         self.out = Path(cfg.output_dir)
         self.logs = self.out / "logs"
         self.verbose = bool(getattr(cfg, "verbose", False))
@@ -41,43 +44,53 @@ class JobRuntime:
     # -- entering and leaving ----------------------------------------------------------------------
     def __enter__(self) -> "JobRuntime":
         self.out.mkdir(parents=True, exist_ok=True)
-        self.state = RunState(self.out, self.job, self._tree, self.cfg.length_keys)
+        self.state = RunState(self.out, self.job, self._tree, self.cfg.length_keys) if self.resumable else None
+        self.metrics = None
+        self._previous_sigterm = None
         quiet = quiet_terminal(self.logs, self.verbose)
         quiet.__enter__()
         self._stack.append(quiet)
-        worker_logs.set_log_dir(None if self.verbose else str(self.logs))
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.out / "tensorboard" if self._tensorboard else None)
-        self._previous_sigterm = None
-        if threading.current_thread() is threading.main_thread():
-            # a cancelled Ray job or `kill` unwinds like Ctrl-C, so the block's exit shuts the workers down
-            self._previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        try:
+            worker_logs.set_log_dir(None if self.verbose else str(self.logs))
+            self.metrics = MetricsLog(self.out / "metrics.jsonl", self.out / "tensorboard" if self._tensorboard else None)
+            if threading.current_thread() is threading.main_thread():
+                # a cancelled Ray job or `kill` unwinds like Ctrl-C, so the block's exit shuts the workers down
+                self._previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
         try:
-            self.shutdown()
+            self.shutdown(raise_errors=exc is None)
         finally:
-            if self._previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self.metrics.close()
+            if self.metrics is not None:
+                self.metrics.close()
             worker_logs.set_log_dir(None)
             while self._stack:
-                self._stack.pop().__exit__(*exc)
+                self._stack.pop().__exit__(exc_type, exc, tb)
 
-    def shutdown(self) -> None:
-        """Stop every owned worker group, last started first, then Ray if this job started it."""
+    def shutdown(self, raise_errors: bool = True) -> None:
+        """Stop every owned worker group, last started first, then Ray if this job started it. A failure to
+        stop one is raised after the others are stopped, unless the job is already failing (then it is
+        logged, and the job's own error is the one the user sees)."""
         errors = []
         while self._owned:
             part = self._owned.pop()
             try:
                 part.shutdown()
-            except Exception as exc:  # keep stopping the others; report the first failure below
+            except Exception as exc:  # keep stopping the others
                 errors.append(exc)
+                log.warning("shutting down %s failed: %s", type(part).__name__, exc)
         if self._started_ray:
             import ray
             ray.shutdown()
             self._started_ray = False
-        if errors:
+        if errors and raise_errors:
             raise errors[0]
 
     # -- workers -----------------------------------------------------------------------------------
@@ -95,7 +108,3 @@ class JobRuntime:
     # -- records -----------------------------------------------------------------------------------
     def log(self, record: dict) -> None:
         self.metrics.log(record)
-
-    def pool_events(self, event: dict) -> None:
-        """Replica pools report starts, losses and scaling here."""
-        self.metrics.log({"event": "pool", **event}) if "event" not in event else self.metrics.log(event)

@@ -17,7 +17,8 @@ from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import UserError
 
 # Settings that change where or how fast work runs, not what it produces.
-PLACEMENT_KEYS = {"num_cpus", "num_gpus", "cpu_cores", "kv_cache_gib", "gpu_memory_utilization",
+# (num_gpus is not one: with dtype auto it decides bf16 or fp32.)
+PLACEMENT_KEYS = {"num_cpus", "cpu_cores", "kv_cache_gib", "gpu_memory_utilization",
                   "tensor_parallel_size", "chunk_size", "pool", "base_url", "api_key_env", "timeout_s",
                   "max_retries", "backoff_s", "backoff_max_s", "concurrency", "usd_per_1m_prompt_tokens",
                   "usd_per_1m_completion_tokens", "start_timeout_s", "chunk_pairs"}
@@ -67,15 +68,24 @@ def rerun_change(saved: dict, now: dict, length_keys: tuple[str, ...] = ()) -> s
     return None
 
 
+LEGACY_FILES = ("state.json", "manifest.json")     # progress files of runs written before run.json
+
+
 class RunState:
     """`OUTPUT/run.json`: the job, its run tree and its progress ({"finished": n, ...}). It is written when
-    the job claims the folder (`claim()`, before its first output) and atomically after each finished unit,
-    so a run that failed before any output leaves nothing that would refuse a corrected rerun."""
+    the job claims the folder (`claim()`, just before its first output is written) and atomically after
+    each finished unit, so a run that failed before any output leaves nothing that would refuse a
+    corrected rerun."""
 
     def __init__(self, out_dir: str | Path, job: str, tree: dict, length_keys: tuple[str, ...] = ()):
         self.path = Path(out_dir) / "run.json"
+        self.claimed = self.path.exists()
         fresh = {"job": job, "config": tree, "finished": 0}
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else fresh
+        legacy = [name for name in LEGACY_FILES if (Path(out_dir) / name).exists()]
+        if not self.claimed and legacy:
+            raise RunMismatch(f"{Path(out_dir)}: this output folder holds a run written by an older synthpref "
+                              f"({legacy[0]}, no run.json); use another output_dir")
+        self.data = json.loads(self.path.read_text()) if self.claimed else fresh
         if self.data.get("job") != job:
             raise RunMismatch(f"{self.path}: this output folder holds a {self.data.get('job')!r} run, not {job!r}; "
                               f"use another output_dir")
@@ -86,7 +96,9 @@ class RunState:
         self.data["config"] = tree              # length keys as raised now
 
     def claim(self) -> None:
-        self.save()
+        """Record that this folder holds this run (idempotent)."""
+        if not self.claimed:
+            self.save()
 
     @property
     def fingerprint(self) -> str:
@@ -105,3 +117,4 @@ class RunState:
 
     def save(self) -> None:
         atomic_write_bytes(self.path, json.dumps(self.data, indent=2, default=str).encode())
+        self.claimed = True

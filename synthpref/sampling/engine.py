@@ -177,10 +177,7 @@ class EngineActor:
                                  ignore_eos=requests[i].get("ignore_eos", False),
                                  logprobs=0 if requests[i].get("temperature", 1.0) > 0 else None)
                   for i in index]
-        prompts, params, index = shared_prefix_order(prompts, params, index, [requests[i].get("prefix_group") for i in index])
-        start = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
-        latency = (time.perf_counter() - start) / max(1, len(prompts))
+        index, outputs, latency = self._generate(prompts, params, index, requests)
         for i, out in zip(index, outputs):
             comp = out.outputs[0]
             results[i] = {"text": comp.text, "n_tokens": len(comp.token_ids),
@@ -188,6 +185,13 @@ class EngineActor:
                           "prompt_tokens": len(out.prompt_token_ids), "latency_s": latency,
                           "weight_version": self.weight_version, "dtype": self.dtype}
         return results
+
+    def _generate(self, prompts: list, params: list, keys: list[int], requests: list[dict]):
+        """One vLLM batch in shared-prefix order; returns (request keys, outputs, seconds per request)."""
+        prompts, params, keys = shared_prefix_order(prompts, params, keys, [requests[i].get("prefix_group") for i in keys])
+        start = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        return keys, outputs, (time.perf_counter() - start) / max(1, len(prompts))
 
     def choice_logprobs(self, requests: list[dict]) -> list[dict]:
         """Next-token logprobs of each choice's tokens: one prefill, one token.
@@ -211,11 +215,7 @@ class EngineActor:
             batch.append(prompt)
             params.append(SamplingParams(max_tokens=1, temperature=0.0,
                                          logprob_token_ids=sorted({t for ids in token_map.values() for t in ids})))
-        keys = list(token_maps)
-        batch, params, keys = shared_prefix_order(batch, params, keys, [requests[i].get("prefix_group") for i in keys])
-        start = time.perf_counter()
-        outputs = self.llm.generate(batch, params, use_tqdm=False) if batch else []
-        latency = (time.perf_counter() - start) / max(1, len(batch))
+        keys, outputs, latency = self._generate(batch, params, list(token_maps), requests)
         for i, out in zip(keys, outputs):
             comp = out.outputs[0]
             top = comp.logprobs[0] if comp.logprobs else {}

@@ -41,7 +41,7 @@ def engine_pool(name: str, model: str, engine: EngineConfig, pool: PoolConfig | 
                 events: Callable[[dict], None] | None = None,
                 latest_weights: Callable[[], tuple | None] = lambda: None) -> ReplicaPool:
     pool = pool or PoolConfig()
-    spawn = engine_spawner(model, engine, pool.max_replicas or pool.replicas, latest_weights=latest_weights)
+    spawn = engine_spawner(model, engine, pool.most, latest_weights=latest_weights)
     return ReplicaPool(name, spawn, pool, events)
 
 

@@ -93,11 +93,14 @@ def test_model_folder_without_a_tokenizer(tmp_path, tiny_model):
 
 def test_output_folder_of_another_run(tmp_path, tiny_model):
     (tmp_path / "prompts.jsonl").write_text('{"prompt": "hello"}\n')
-    for job, folder, config in (("rft", "rft", rft_config), ("train-rm", "rm", rm_config)):
-        other = {"job": job, "config": {"seed": 99}, "finished": 2}
+    from synthpref.config import RFTConfig, TrainRMConfig, load_config
+    from synthpref.runtime.rerun import run_tree
+    for job, folder, config, cls in (("rft", "rft", rft_config, RFTConfig), ("train-rm", "rm", rm_config, TrainRMConfig)):
+        path = str(config(tmp_path, tiny_model, str(tmp_path / "prompts.jsonl")))
+        other = {"job": job, "config": run_tree(load_config(cls, path, ["seed=99"])), "finished": 2}
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "run.json").write_text(json.dumps(other))
-        proc = run_cli(job, "--config", str(config(tmp_path, tiny_model, str(tmp_path / "prompts.jsonl"))))
+        proc = run_cli(job, "--config", path)
         message = assert_user_error(proc, str(tmp_path / folder / "run.json"), "a run of another config")
         assert "seed: was 99, now 0" in message                                      # the key is named
         assert json.loads((tmp_path / folder / "run.json").read_text()) == other     # left as it was

@@ -14,6 +14,8 @@ from synthpref.config import (EvalJudgeConfig, LabelConfig, RFTConfig, TrainRMCo
 from synthpref.errors import ResourceError
 from tests.helpers import vllm_processes
 
+pytestmark = pytest.mark.integration
+
 UNPLACEABLE = {"engine": {"num_gpus": 1, "max_model_len": 256}, "pool": {"start_timeout_s": 3}}
 
 

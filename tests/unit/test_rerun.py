@@ -52,3 +52,9 @@ def test_run_state_claims_on_demand_and_refuses_another_config(tmp_path):
     with pytest.raises(RunMismatch, match="holds a 'rft' run"):
         RunState(tmp_path, "train-rm", run_tree(TrainRMConfig()), TrainRMConfig.length_keys)
     assert json.loads((tmp_path / "run.json").read_text())["finished"] == 1
+
+
+def test_a_folder_of_an_older_synthpref_is_refused(tmp_path):
+    (tmp_path / "state.json").write_text('{"finished": 2, "fingerprint": "x"}')
+    with pytest.raises(RunMismatch, match="older synthpref"):
+        RunState(tmp_path, "rft", run_tree(RFTConfig()), RFTConfig.length_keys)
