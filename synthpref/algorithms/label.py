@@ -20,6 +20,8 @@ from synthpref.judging.jury import jury_cpus, needs_actors
 from synthpref.judging.preferences import judge
 from synthpref.judging.preflight import TEMPLATE_JUDGES, preflight
 from synthpref.judging.verdicts import FAILED
+from synthpref.models.precision import lower_precision_note
+from synthpref.monitor.console import say
 from synthpref.monitor.metrics import progress
 from synthpref.monitor.summary import ShardCounts, sampling_errors, summarise
 from synthpref.runtime.job import JobRuntime
@@ -62,8 +64,13 @@ def label_shards(job: JobRuntime, todo: list[Shard], store: ShardStore) -> None:
     cfg = job.cfg
     needs_sampler = any(r.completions is None for s in todo for r in s.rows)
     sampler, jury = start_workers(job, needs_sampler)
+    dtypes = running_dtypes(sampler, jury)
+    job.log({"event": "dtypes", **dtypes})
+    note = lower_precision_note(dtypes, {"sampler": cfg.policy.model,
+                                         **{f"judge:{j.id}": j.model for j in cfg.judging.judges if j.model}})
+    if note:
+        say(note)
     bar = progress(total=sum(len(s.rows) for s in todo), desc="labelling prompts", unit="prompt", enabled=cfg.progress)
-    job.log({"event": "dtypes", **running_dtypes(sampler, jury)})
     requests = progress(total=None, desc="engine requests", unit="req", enabled=cfg.progress, position=1)
     totals: dict = {}
     for shard in todo:

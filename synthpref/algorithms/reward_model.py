@@ -21,6 +21,7 @@ from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import no_usable_rows
 from synthpref.models.loading import pad_id, tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
+from synthpref.models.precision import lower_precision_note
 from synthpref.monitor.console import say
 from synthpref.monitor.metrics import progress
 from synthpref.runtime.job import JobRuntime
@@ -116,6 +117,9 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
             group.load_checkpoint(job.out / "checkpoints", f"epoch{done}")
         dtypes = {"reward_trainer": group.dtype}
         say(f"precision: {describe_dtypes(dtypes)}")
+        note = lower_precision_note(dtypes, {"reward_trainer": cfg.model})
+        if note:
+            say(note)
         job.log({"event": "start", "dtypes": dtypes, "pairs": len(pairs), "train": len(train), "held_out": len(test),
                  "quarantined": len(quarantined), "resumed_after_epoch": done})
         steps_per_epoch = -(-len(train) // batch_size)

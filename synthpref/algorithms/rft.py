@@ -25,6 +25,7 @@ from synthpref.judging.preferences import judge_pointwise
 from synthpref.judging.preflight import preflight
 from synthpref.models.loading import load_tokenizer, tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
+from synthpref.models.precision import lower_precision_note
 from synthpref.monitor.console import say
 from synthpref.monitor.diversity import distinct_n
 from synthpref.monitor.metrics import progress
@@ -130,6 +131,11 @@ def run_rft(cfg: RFTConfig) -> dict:
             run.sync(version)
         dtypes = run.dtypes()
         say(f"precision: {describe_dtypes(dtypes)}")
+        models = {"policy_trainer": cfg.policy.model, "sampler": cfg.policy.model, "reference_trainer": cfg.policy.model,
+                  **{f"judge:{j.id}": j.model for j in cfg.judging.judges if j.model}}
+        note = lower_precision_note(dtypes, models)
+        if note:
+            say(note)
         job.log({"event": "start", "dtypes": dtypes, "prompts": len(prompts), "quarantined": len(quarantined),
                  "resumed_after_iteration": version})
         for iteration in range(version + 1, cfg.iterations + 1):

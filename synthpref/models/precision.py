@@ -88,3 +88,32 @@ def dtype_name(dtype) -> str:
 def describe(dtypes: dict[str, str]) -> str:
     """One line for a summary: "sampler bfloat16, judge:tiny bfloat16, trainer float32"."""
     return ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())
+
+
+_BITS = {"float32": 32, "float64": 64, "bfloat16": 16, "float16": 16}
+
+
+def stored_dtype(model: str) -> str | None:
+    """The dtype a model's weights are stored in, from its config (None when it does not say)."""
+    try:
+        from transformers import AutoConfig
+        config = AutoConfig.from_pretrained(model)
+    except Exception:  # an unreadable config: nothing to compare with
+        return None
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return dtype_name(stored) if stored else None
+
+
+def lower_precision_note(dtypes: dict[str, str], models: dict[str, str]) -> str | None:
+    """One sentence for the terminal when parts run below the precision their weights are stored in
+    (e.g. `dtype: auto` choosing bf16 for fp32 weights on an AVX512-BF16 CPU); None when none do."""
+    lowered: dict[str, list[str]] = {}
+    for part, running in dtypes.items():
+        stored = stored_dtype(models[part]) if part in models else None
+        if stored and _BITS.get(running, 32) < _BITS.get(stored, 32):
+            lowered.setdefault(f"{running} (stored as {stored})", []).append(part)
+    if not lowered:
+        return None
+    parts = "; ".join(f"{', '.join(names)} in {how}" for how, names in lowered.items())
+    return (f"note: running {parts}, as dtype: auto chooses on this hardware; set the engine's or train's "
+            f"dtype to float32 to keep full precision")

@@ -44,3 +44,14 @@ def test_trainer_ranks_share_one_dtype():
     assert common_dtype(["bfloat16", "bfloat16"]) == "bfloat16"
     assert common_dtype(["bfloat16", "float32"]) == "float32"     # bf16 only where every rank has it
     assert common_dtype(["float32"]) == "float32"
+
+
+def test_a_part_below_its_stored_precision_gets_one_sentence(tmp_path):
+    from synthpref.models.precision import lower_precision_note
+    from synthpref.models.tiny import build_tiny_model
+    model = str(build_tiny_model(tmp_path / "m", seed=0))          # stored in float32
+    note = lower_precision_note({"sampler": "bfloat16", "judge:j": "bfloat16", "trainer": "float32"},
+                                {"sampler": model, "judge:j": model, "trainer": model})
+    assert note.startswith("note: running sampler, judge:j in bfloat16 (stored as float32)") and "trainer" not in note
+    assert lower_precision_note({"sampler": "float32"}, {"sampler": model}) is None
+    assert lower_precision_note({"sampler": "bfloat16"}, {"sampler": str(tmp_path / "missing")}) is None
