@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from synthpref.config import EvalJudgeConfig, LabelConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
+from synthpref.config.loader import parse_override
 from synthpref.errors import EXIT_RESOURCES, EXIT_USER, ResourceError, UserError, cause_of
 from synthpref.models import precision
 from synthpref.monitor.console import err, quiet_terminal, say
@@ -92,7 +93,7 @@ def cmd_demo(output_dir: str, overrides: list[str], verbose: bool) -> dict:
     from synthpref.models.tiny import ensure_tiny_model
 
     out = Path(output_dir)
-    verbose = verbose or "verbose=true" in overrides
+    verbose = verbose or any(parse_override(o) == (["verbose"], True) for o in overrides)
     with quiet_terminal(out / "labels" / "logs", verbose):
         say(f"building a tiny policy and a tiny judge in {out / 'models'} ...")
         policy = ensure_tiny_model(out / "models" / "policy", seed=1)

@@ -182,8 +182,7 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
     atomic_write_table(folder / "judgments.parquet", to_table(judgments, JUDGMENTS))
     atomic_write_table(folder / "sft.parquet", to_table(sft, SFT))
     atomic_write_table(folder / "preferences.parquet", to_table(prefs, PREFERENCES))
-    if errors or bad:
-        atomic_write_bytes(folder / "quarantine.jsonl", "".join(json.dumps(e) + "\n" for e in errors + bad).encode())
+    write_quarantine(folder / "quarantine.jsonl", errors + bad)    # empty when none (a redone iteration too)
     run.metrics.scalars("iteration", iteration, {k: v for k, v in record.items() if not isinstance(v, (list, str))})
     return record, step
 

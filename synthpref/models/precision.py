@@ -17,6 +17,7 @@ policy's own (a truncated importance-sampling correction for the engine-vs-train
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -93,12 +94,19 @@ def describe(dtypes: dict[str, str]) -> str:
 _BITS = {"float32": 32, "float64": 64, "bfloat16": 16, "float16": 16}
 
 
+@functools.lru_cache(maxsize=64)
 def stored_dtype(model: str) -> str | None:
-    """The dtype a model's weights are stored in, from its config (None when it does not say)."""
-    try:
-        from transformers import AutoConfig
-        config = AutoConfig.from_pretrained(model)
-    except Exception:  # an unreadable config: nothing to compare with
+    """The dtype a model's weights are stored in, from its config (None when it does not say); the local
+    copy or cache first (the workers have fetched it by now), the hub only if that fails."""
+    from transformers import AutoConfig
+    config = None
+    for local_only in (True, False):
+        try:
+            config = AutoConfig.from_pretrained(model, local_files_only=local_only)
+            break
+        except Exception:  # not cached / unreadable: try the hub once, else nothing to compare with
+            continue
+    if config is None:
         return None
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     return dtype_name(stored) if stored else None
@@ -115,5 +123,5 @@ def lower_precision_note(dtypes: dict[str, str], models: dict[str, str]) -> str 
     if not lowered:
         return None
     parts = "; ".join(f"{', '.join(names)} in {how}" for how, names in lowered.items())
-    return (f"note: running {parts}, as dtype: auto chooses on this hardware; set the engine's or train's "
-            f"dtype to float32 to keep full precision")
+    return (f"note: running {parts}; set the engine's or train's dtype to float32 to keep full precision "
+            f"(dtype: auto picks bf16 where the hardware has it)")

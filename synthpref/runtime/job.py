@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from synthpref.cluster import worker_logs
 from synthpref.monitor.console import quiet_terminal
 from synthpref.monitor.metrics import MetricsLog
-from synthpref.runtime.rerun import RunState, run_tree
+from synthpref.runtime.rerun import RunState, refuse_other_job, run_tree
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class JobRuntime:
     def __enter__(self) -> "JobRuntime":
         self.out.mkdir(parents=True, exist_ok=True)
         self.state = RunState(self.out, self.job, self._tree, self.cfg.length_keys) if self.resumable else None
+        if not self.resumable:
+            refuse_other_job(self.out, self.job)
         self.metrics = None
         self._previous_sigterm = None
         quiet = quiet_terminal(self.logs, self.verbose)

@@ -71,6 +71,16 @@ def rerun_change(saved: dict, now: dict, length_keys: tuple[str, ...] = ()) -> s
 LEGACY_FILES = ("state.json", "manifest.json")     # progress files of runs written before run.json
 
 
+def refuse_other_job(out_dir: str | Path, job: str) -> None:
+    """For jobs that keep no run.json (they redo everything): never write into another job's folder."""
+    path = Path(out_dir) / "run.json"
+    other = json.loads(path.read_text()).get("job") if path.exists() else None
+    legacy = [name for name in LEGACY_FILES if (Path(out_dir) / name).exists()]
+    if (other and other != job) or legacy:
+        raise RunMismatch(f"{Path(out_dir)}: this output folder holds a {other or 'previous'!s} run "
+                          f"({'run.json' if other else legacy[0]}); use another output_dir for {job}")
+
+
 class RunState:
     """`OUTPUT/run.json`: the job, its run tree and its progress ({"finished": n, ...}). It is written when
     the job claims the folder (`claim()`, just before its first output is written) and atomically after

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from synthpref.config import LabelConfig, RFTConfig, TrainRMConfig
-from synthpref.runtime.rerun import RunMismatch, RunState, rerun_change, run_tree
+from synthpref.runtime.rerun import RunMismatch, RunState, refuse_other_job, rerun_change, run_tree
 
 
 def test_length_keys_may_grow_other_changes_name_the_key():
@@ -58,3 +58,10 @@ def test_a_folder_of_an_older_synthpref_is_refused(tmp_path):
     (tmp_path / "state.json").write_text('{"finished": 2, "fingerprint": "x"}')
     with pytest.raises(RunMismatch, match="older synthpref"):
         RunState(tmp_path, "rft", run_tree(RFTConfig()), RFTConfig.length_keys)
+
+
+def test_a_job_without_run_state_never_writes_into_another_jobs_folder(tmp_path):
+    refuse_other_job(tmp_path, "eval-judge")                       # empty folder: fine
+    RunState(tmp_path, "rft", run_tree(RFTConfig()), RFTConfig.length_keys).claim()
+    with pytest.raises(RunMismatch, match="holds a rft run"):
+        refuse_other_job(tmp_path, "eval-judge")
