@@ -35,11 +35,11 @@ class EncodedPair:
     rejected: list[int]
 
 
-def read_pairs(data: DataConfig, path: str | None = None, limit: int | None = -1) -> tuple[list[PromptRow], list[dict]]:
+def read_pairs(data: DataConfig) -> tuple[list[PromptRow], list[dict]]:
     """Rows with exactly two completions, the first preferred; anything else is quarantined with a reason.
     `limit` counts rows read, usable or not (as data.limit does for every job)."""
     pairs, quarantined = [], []
-    for item in read_rows(data, path, limit):
+    for item in read_rows(data):
         if isinstance(item, Quarantined):
             quarantined.append(item.to_json())
         elif not item.completions or len(item.completions) != 2:
@@ -142,7 +142,7 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
                   "train_pairs": len(train), "quarantined": len(quarantined),
                   "held_out": accuracy(group, test, batch_size, pad)}
         if cfg.human_eval.path:
-            human_rows, human_bad = read_pairs(cfg.data, cfg.human_eval.path, cfg.human_eval.limit)
+            human_rows, human_bad = read_pairs(DataConfig(path=cfg.human_eval.path, limit=cfg.human_eval.limit))
             human = encode_pairs(tokenizer, human_rows, cfg.train.max_len, human_bad)
             report["human_agreement"] = {**accuracy(group, human, batch_size, pad), "quarantined": len(human_bad),
                                          "path": cfg.human_eval.path}

@@ -10,12 +10,10 @@ from synthpref.data.readers import PromptRow, Quarantined, read_prompts
 from synthpref.models.loading import chat_prompt_ids, tokenizer_or_error
 
 
-def read_rows(data: DataConfig, path: str | None = None, limit: int | None = -1) -> Iterator[PromptRow | Quarantined]:
-    """The rows of `data` (or of `path` read as `auto`), at most `limit` (default: data.limit) of them."""
-    limit = data.limit if limit == -1 else limit
-    rows = read_prompts(path, "auto", "train") if path else read_prompts(data.path, data.format, data.split)
-    for n_read, item in enumerate(rows):
-        if limit is not None and n_read >= limit:
+def read_rows(data: DataConfig) -> Iterator[PromptRow | Quarantined]:
+    """The rows of `data`, at most `data.limit` of them."""
+    for n_read, item in enumerate(read_prompts(data.path, data.format, data.split)):
+        if data.limit is not None and n_read >= data.limit:
             return
         yield item
 

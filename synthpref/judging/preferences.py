@@ -41,18 +41,14 @@ class Judged:
     choices: dict                    # pointwise: {prompt_id: PointChoice} (the jury's score of each sample)
 
 
-def provenance_base(judging, judges: list[dict]) -> dict:
-    return {"judges": judges, "mode": judging.mode, "both_orders": judging.both_orders,
-            "order_rule": judging.order_rule, "jury_rule": judging.jury_rule}
-
-
 def preference_row(judging, chosen: dict, rejected: dict, conversation: list[dict], judges: list[dict], *,
                    pair_id: str, score_chosen, score_rejected, confidence, n_votes: int, agreement,
                    consistent, votes: dict | None) -> dict:
     """A TRL-ready row: conversational prompt/chosen/rejected plus scores and provenance."""
     provenance = {"policy": chosen["policy"], "policy_dtype": chosen.get("dtype"),
                   "sample_ids": [chosen["sample_id"], rejected["sample_id"]], "seeds": [chosen["seed"], rejected["seed"]],
-                  **provenance_base(judging, judges), "votes": votes}
+                  "judges": judges, "mode": judging.mode, "both_orders": judging.both_orders,
+                  "order_rule": judging.order_rule, "jury_rule": judging.jury_rule, "votes": votes}
     return {"prompt_id": chosen["prompt_id"], "pair_id": pair_id, "prompt": conversation,
             "chosen": [{"role": "assistant", "content": chosen["text"]}],
             "rejected": [{"role": "assistant", "content": rejected["text"]}],

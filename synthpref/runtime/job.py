@@ -39,7 +39,7 @@ class JobRuntime:
         self._tensorboard = tensorboard
         self._owned: list[Any] = []
         self._started_ray = False
-        self._stack: list = []
+        self._quiet = None
 
     # -- entering and leaving ----------------------------------------------------------------------
     def __enter__(self) -> "JobRuntime":
@@ -49,9 +49,8 @@ class JobRuntime:
             refuse_other_job(self.out, self.job)
         self.metrics = None
         self._previous_sigterm = None
-        quiet = quiet_terminal(self.logs, self.verbose)
-        quiet.__enter__()
-        self._stack.append(quiet)
+        self._quiet = quiet_terminal(self.logs, self.verbose)
+        self._quiet.__enter__()
         try:
             worker_logs.set_log_dir(None if self.verbose else str(self.logs))
             self.metrics = MetricsLog(self.out / "metrics.jsonl", self.out / "tensorboard" if self._tensorboard else None)
@@ -73,8 +72,9 @@ class JobRuntime:
             if self.metrics is not None:
                 self.metrics.close()
             worker_logs.set_log_dir(None)
-            while self._stack:
-                self._stack.pop().__exit__(exc_type, exc, tb)
+            if self._quiet is not None:
+                self._quiet.__exit__(exc_type, exc, tb)
+                self._quiet = None
 
     def shutdown(self, raise_errors: bool = True) -> None:
         """Stop every owned worker group, last started first, then Ray if this job started it. A failure to

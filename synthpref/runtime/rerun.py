@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synthpref.data.schema import SCHEMA_VERSION, content_id
+from synthpref.data.schema import SCHEMA_VERSION
 from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import UserError
 
@@ -109,10 +109,6 @@ class RunState:
         """Record that this folder holds this run (idempotent)."""
         if not self.claimed:
             self.save()
-
-    @property
-    def fingerprint(self) -> str:
-        return content_id(self.data["config"])
 
     @property
     def finished(self) -> int:

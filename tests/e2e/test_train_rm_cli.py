@@ -87,7 +87,7 @@ def test_train_rm_reports_human_agreement_on_hh_rlhf(tmp_path, tiny_model, hh_rl
     from synthpref.algorithms.reward_model import encode_pairs, read_pairs
     from synthpref.config import DataConfig
     from synthpref.models.loading import load_tokenizer
-    rows, _ = read_pairs(DataConfig(), str(hh_rlhf_path), 40)
+    rows, _ = read_pairs(DataConfig(path=str(hh_rlhf_path), limit=40))
     pairs = encode_pairs(load_tokenizer(tiny_model), rows, 384, [])
     assert len(pairs) == human["pairs"]
     model = AutoModelForSequenceClassification.from_pretrained(out / "model", dtype=torch.float32).eval()
