@@ -70,13 +70,14 @@ class RFTRun:
                                            policy_name=p.model, on_done=on_done)
         return group_by_prompt(rows, [r.prompt_id for r in prompts]), errors
 
-    def fine_tune(self, rows: list[dict], iteration: int, quarantined: list[dict], step: int) -> tuple[int, dict]:
+    def fine_tune(self, rows: list[dict], iteration: int, quarantined: list[dict], step: int,
+                  ids_of: dict | None = None) -> tuple[int, dict]:
         t = self.cfg.train
         size = t.micro_batch * t.world_size
         losses = []
         for epoch in range(1, t.epochs + 1):
             batches = steps.sft_batches(self.tokenizer, rows, t.max_len, size, steps.iteration_seed(self.cfg.seed, iteration) + epoch,
-                                        quarantined if epoch == 1 else [])
+                                        quarantined if epoch == 1 else [], ids_of)
             bar = progress(len(batches), f"iteration {iteration} SFT epoch {epoch}", "step", self.cfg.progress)
             for batch in batches:
                 step += 1
@@ -102,8 +103,9 @@ class RFTRun:
         if self.reference is None or not prompts:
             return {"kl_to_start": None, "kl_sample_digest": None}
         samples_of, _ = self.sample(prompts, self.cfg.seed, 1)
-        texts = [samples_of[p.prompt_id][0]["text"] if samples_of.get(p.prompt_id) else "" for p in prompts]
-        batch = steps.kl_batch(self.tokenizer, prompts, texts, self.cfg.train.max_len)
+        drawn = [samples_of[p.prompt_id][0] if samples_of.get(p.prompt_id) else {"text": ""} for p in prompts]
+        texts = [s["text"] for s in drawn]
+        batch = steps.kl_batch(self.tokenizer, prompts, drawn, self.cfg.train.max_len)
         kl = None if batch is None else steps.kl_estimate(self.policy.forward("forward_logprobs", batch),
                                                           self.reference.forward("forward_logprobs", batch))
         return {"kl_to_start": kl, "kl_sample_digest": content_id(texts)}
@@ -166,7 +168,7 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
     kept, kept_counts = steps.keep_best(samples_of, scores, cfg.keep_threshold)
     sft = steps.sft_rows(kept, conversations, iteration)
     bad: list[dict] = []
-    step, sft_stats = run.fine_tune(sft, iteration, bad, step)
+    step, sft_stats = run.fine_tune(sft, iteration, bad, step, {s["sample_id"]: s.get("token_ids") for s in kept})
     sync = run.sync(iteration)
     samples = [s for ss in samples_of.values() for s in ss]
     record = {"iteration": iteration, **steps.score_stats(samples_of, scores),

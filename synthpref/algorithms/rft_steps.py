@@ -65,23 +65,25 @@ def sft_rows(kept: list[dict], conversations: dict[str, list[dict]], iteration: 
 
 
 def sft_batches(tokenizer, rows: list[dict], max_len: int, batch_size: int, seed: int,
-                quarantined: list[dict]) -> list[dict]:
-    """Tokenised, length-sorted batches of the SFT rows in a seeded order; rows too long are quarantined."""
+                quarantined: list[dict], ids_of: dict[str, list[int] | None] | None = None) -> list[dict]:
+    """Tokenised, length-sorted batches of the SFT rows in a seeded order; rows too long are quarantined.
+    `ids_of` maps a sample id to the token ids its sampler produced: those are trained on as they are."""
     encoded = []
     for row in rows:
         try:
-            encoded.append(encode(tokenizer, row["prompt"], row["completion"][0]["content"], max_len))
+            encoded.append(encode(tokenizer, row["prompt"], row["completion"][0]["content"], max_len,
+                                  (ids_of or {}).get(row["sample_id"])))
         except TooLong as exc:
             quarantined.append({"sample_id": row["sample_id"], "reason": "too_long", "detail": str(exc)})
     order = shuffled(length_sorted_batches([len(e.input_ids) for e in encoded], batch_size), seed)
     return [collate([encoded[i] for i in index], pad_id(tokenizer)) for index in order]
 
 
-def kl_batch(tokenizer, prompts: list[PromptRow], texts: list[str], max_len: int) -> dict | None:
+def kl_batch(tokenizer, prompts: list[PromptRow], samples: list[dict], max_len: int) -> dict | None:
     rows = []
-    for p, text in zip(prompts, texts):
+    for p, sample in zip(prompts, samples):
         try:
-            rows.append(encode(tokenizer, p.messages, text, max_len))
+            rows.append(encode(tokenizer, p.messages, sample["text"], max_len, sample.get("token_ids")))
         except TooLong:
             continue
     return collate(rows, pad_id(tokenizer)) if rows else None

@@ -11,7 +11,7 @@ def given_samples(prompt_id: str, completions: list[str]) -> list[dict]:
     """Ready completions as rows of the samples table (policy "given", no seed)."""
     return [{"prompt_id": prompt_id, "sample_id": content_id(prompt_id, j, text), "policy": "given",
              "text": text, "n_tokens": None, "logprob": None, "finish_reason": "given", "seed": None,
-             "dtype": None}
+             "dtype": None, "token_ids": None, "token_logprobs": None}
             for j, text in enumerate(completions)]
 
 

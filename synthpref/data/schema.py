@@ -35,6 +35,8 @@ SAMPLES = pa.schema([
     ("finish_reason", pa.string()),
     ("seed", pa.int64()),
     ("dtype", pa.string()),              # the dtype of the engine that sampled it (null for ready completions)
+    ("token_ids", pa.list_(pa.int32())),         # the exact ids the engine produced (null for ready completions)
+    ("token_logprobs", pa.list_(pa.float32())),  # the engine's log-prob of each of them
 ])
 
 JUDGMENTS = pa.schema([

@@ -55,6 +55,14 @@ def shared_prefix_order(prompts: list, params: list, keys: list, groups: list) -
     return [prompts[k] for k in order], [params[k] for k in order], [keys[k] for k in order]
 
 
+def sampled_logprobs(logprobs, token_ids: list[int]) -> list[float] | None:
+    """The engine's log-probability of each token it produced (vLLM's raw, temperature-1 values), from
+    the per-position dicts `SamplingParams(logprobs=0)` returns; None when it returned none."""
+    if not logprobs or len(logprobs) != len(token_ids):
+        return None
+    return [float(position[t].logprob) for position, t in zip(logprobs, token_ids)]
+
+
 class EngineActor:
     """Wraps `vllm.LLM`. Methods take plain lists of request dicts and never raise for one bad request."""
 
@@ -166,7 +174,8 @@ class EngineActor:
     # -- work ----------------------------------------------------------------------------------
     def generate(self, requests: list[dict]) -> list[dict]:
         """Each request: messages, max_tokens, temperature, top_p, seed (ignore_eos: always generate
-        max_tokens, for benchmarks). One completion each."""
+        max_tokens, for benchmarks). One completion each, with the exact token ids the engine produced (an
+        EOS it stopped on included, none added to a completion cut at max_tokens) and their log-probs."""
         from vllm import SamplingParams
 
         self.served += len(requests)
@@ -175,12 +184,14 @@ class EngineActor:
                                  temperature=requests[i].get("temperature", 1.0),
                                  top_p=requests[i].get("top_p", 1.0), seed=requests[i].get("seed"),
                                  ignore_eos=requests[i].get("ignore_eos", False),
-                                 logprobs=0 if requests[i].get("temperature", 1.0) > 0 else None)
+                                 logprobs=0)
                   for i in index]
         index, outputs, latency = self._generate(prompts, params, index, requests)
         for i, out in zip(index, outputs):
             comp = out.outputs[0]
-            results[i] = {"text": comp.text, "n_tokens": len(comp.token_ids),
+            ids = list(comp.token_ids)
+            results[i] = {"text": comp.text, "n_tokens": len(ids), "token_ids": ids,
+                          "token_logprobs": sampled_logprobs(comp.logprobs, ids),
                           "logprob": comp.cumulative_logprob, "finish_reason": comp.finish_reason,
                           "prompt_tokens": len(out.prompt_token_ids), "latency_s": latency,
                           "weight_version": self.weight_version, "dtype": self.dtype}

@@ -81,7 +81,8 @@ class SamplerGroup:
             rows.append({"prompt_id": prompt_id, "sample_id": content_id(prompt_id, j, seed),
                          "policy": f"{name}@v{version}" if version else name, "text": out["text"], "n_tokens": out["n_tokens"],
                          "logprob": out["logprob"], "finish_reason": out["finish_reason"], "seed": seed,
-                         "dtype": out.get("dtype")})
+                         "dtype": out.get("dtype"), "token_ids": out.get("token_ids"),
+                         "token_logprobs": out.get("token_logprobs")})
         return rows, errors
 
     def sync_weights(self, weights_ref, version: int) -> dict:

@@ -25,14 +25,20 @@ class TooLong(ValueError):
     """A row whose prompt plus response does not fit max_len (quarantined by the caller, with this text)."""
 
 
-def encode(tokenizer, prompt: list[dict], response: str, max_len: int) -> Encoded:
+def encode(tokenizer, prompt: list[dict], response: str, max_len: int,
+           response_ids: list[int] | None = None) -> Encoded:
     """input_ids = prompt ids + response ids + EOS; labels = IGNORE over the prompt, the ids elsewhere.
+    `response_ids`, the exact ids a sampler produced, are used as they are instead of re-encoding the
+    text (an EOS only where the engine produced one: a completion cut at max_tokens never gets one).
     A prompt too long for max_len is cut from the left (the latest turns matter most) as long as at least
     half of max_len stays prompt-free for the response; otherwise TooLong names the sizes."""
     prompt_ids = chat_prompt_ids(tokenizer, prompt)
-    response_ids = tokenizer.encode(response, add_special_tokens=False)
-    if tokenizer.eos_token_id is not None:
-        response_ids = response_ids + [tokenizer.eos_token_id]
+    if response_ids is not None:
+        response_ids = list(response_ids)
+    else:
+        response_ids = tokenizer.encode(response, add_special_tokens=False)
+        if tokenizer.eos_token_id is not None:
+            response_ids = response_ids + [tokenizer.eos_token_id]
     room = max_len - len(response_ids)
     if room < max(1, max_len // 2) and len(prompt_ids) > room:
         raise TooLong(f"too_long: {len(prompt_ids)} prompt + {len(response_ids)} response tokens > max_len {max_len}")

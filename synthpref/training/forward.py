@@ -30,3 +30,28 @@ def response_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torc
     mask = targets != IGNORE
     logps = torch.gather(F.log_softmax(logits.float(), dim=-1), 2, targets.masked_fill(~mask, 0).unsqueeze(-1))
     return logps.squeeze(-1) * mask, mask
+
+
+def rollout_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: each row's first real token is position 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def rollout_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int) -> torch.Tensor:
+    """Logits [B, R, V] predicting the R response tokens of rollout rows: prompts left-padded to one width,
+    responses right-padded after them, so response token i sits at column width - R + i in every row."""
+    positions = rollout_positions(attention_mask)
+    try:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                       logits_to_keep=response_len + 1).logits
+    except TypeError:                    # a model without logits_to_keep
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
+        logits = logits[:, -(response_len + 1):]
+    return logits[:, :-1]
+
+
+def rollout_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p of each response token [B, R] under logits / temperature (the distribution sampled from)."""
+    response = input_ids[:, -logits.shape[1]:]
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return torch.gather(logp, 2, response.unsqueeze(-1)).squeeze(-1)

@@ -52,6 +52,8 @@ def mean_stats(per_rank: list[dict], total: int) -> dict:
     for key in real[0]:
         if key in ("rows", "tokens"):
             out[key] = sum(s[key] for s in real)
+        elif "max" in key:
+            out[key] = max(s[key] for s in real)
         else:
             out[key] = sum(s[key] * w for s, w in zip(real, weights)) / sum(weights)
     return out
@@ -126,9 +128,16 @@ class TrainerGroup:
         """One optimizer step of every rank (train_sft, train_bt, train_dpo); row-weighted mean stats."""
         return mean_stats(self.run(method, batch, *args), rows_of(batch))
 
-    def forward(self, method: str, batch: dict) -> list:
-        """Per-row results (forward_logprobs, forward_scores, forward_pair_logprobs) in batch order."""
-        return merge_rows(self.run(method, batch), rows_of(batch))
+    def forward(self, method: str, batch: dict, *args) -> list:
+        """Per-row results (forward_logprobs, forward_scores, forward_pair_logprobs, rl_*) in batch order."""
+        return merge_rows(self.run(method, batch, *args), rows_of(batch))
+
+    def forward_later(self, method: str, batch: dict, *args):
+        """Start `forward` on every rank and return at once; calling the result waits for the rows (so other
+        work, e.g. judges, runs meanwhile)."""
+        shares = split(batch, self.world_size)
+        refs = [getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)]
+        return lambda: merge_rows(ray.get(refs), rows_of(batch))
 
     def train_sft(self, batch: dict) -> float:
         return self.train("train_sft", batch)["loss"]

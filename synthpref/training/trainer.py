@@ -28,6 +28,11 @@ def deepspeed_config(stage: int, micro_batch: int, bf16: bool = False, clip: flo
             "bf16": {"enabled": bf16}, "gradient_clipping": clip, "steps_per_print": 10 ** 9}
 
 
+def torch_no_grad():
+    import torch
+    return torch.no_grad()
+
+
 def _tensors(batch: dict, device=None) -> dict:
     import torch
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
@@ -176,6 +181,27 @@ class TrainerActor:
         t = _tensors(batch, self.device)
         with torch.no_grad():
             return self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, 0].float().tolist()
+
+    # -- reinforcement learning (rl_steps.py) ---------------------------------------------------
+    def rl_logprobs(self, batch: dict, temperature: float = 1.0) -> list:
+        """Per-row [R] log-probs of the response tokens (policy: old log-probs; reference)."""
+        from synthpref.training import rl_steps
+        return list(rl_steps.token_logprobs(self.engine, _tensors(batch, self.device), temperature).cpu().unbind(0))
+
+    def rl_values(self, batch: dict) -> list:
+        """Per-row [R] values of the response tokens (critic role)."""
+        from synthpref.training import rl_steps
+        with torch_no_grad():
+            return list(rl_steps.token_values(self.engine, _tensors(batch, self.device)).cpu().unbind(0))
+
+    def rl_train(self, batch: dict, settings: dict) -> dict:
+        """One optimizer step on this share: the PPO policy loss (policy role) or value loss (critic)."""
+        from synthpref.training import rl_steps
+        t = _tensors(batch, self.device)
+        step = rl_steps.value_loss if self.role == "critic" else rl_steps.policy_loss
+        loss, stats = step(self.engine, t, settings)
+        self._step(loss)
+        return {**stats, "rows": int(t["response_mask"].shape[0])}
 
     # -- weights and checkpoints ---------------------------------------------------------------
     def full_state_dict(self, device: str | None = "cpu") -> dict | None:

@@ -26,6 +26,17 @@ def test_two_engines_share_the_work_with_recorded_seeds(sampler_group):
     assert len({r["sample_id"] for r in rows}) == 18
     assert len({r["seed"] for r in rows}) == 18
     assert all(0 < r["n_tokens"] <= 8 and r["finish_reason"] in ("length", "stop") for r in rows)
+    from synthpref.models.loading import load_tokenizer
+    tok = load_tokenizer(sampler_group.model)
+    for r in rows:                      # the exact ids and log-probs the engine produced travel with the text
+        assert len(r["token_ids"]) == len(r["token_logprobs"]) == r["n_tokens"]
+        assert all(lp <= 0 for lp in r["token_logprobs"])
+        # the text is the ids decoded (vLLM holds back a trailing half of a UTF-8 character: the ids do not)
+        assert tok.decode(r["token_ids"], skip_special_tokens=True).startswith(r["text"].rstrip("\ufffd"))
+        if r["finish_reason"] == "length":                         # cut at max_tokens: no EOS it never produced
+            assert r["n_tokens"] == 8 and tok.eos_token_id not in r["token_ids"]
+        else:
+            assert r["token_ids"][-1] == tok.eos_token_id
     infos = sampler_group.pool.call_all("info")
     from synthpref.cluster.placement import core_plan, parse_cores
     assert sorted(i["cores"] for i in infos) == sorted(core_plan(2))  # the machine's cores split between them

@@ -24,6 +24,15 @@ def test_prompt_tokens_are_ignored_and_eos_is_trained():
     assert enc.labels == [IGNORE] * len(prompt) + [ord("y"), ord("o"), 1]
 
 
+def test_sampled_ids_are_trained_as_they_are():
+    """A sampler's ids are not re-tokenised from the text, and a completion cut at max_tokens gets no EOS."""
+    prompt = [ord(c) for c in "<u>hi<a>"]
+    cut = encode(CharTokenizer(), [{"role": "user", "content": "hi"}], "yo", max_len=32, response_ids=[500, 501])
+    assert cut.input_ids == prompt + [500, 501] and cut.labels == [IGNORE] * len(prompt) + [500, 501]
+    stopped = encode(CharTokenizer(), [{"role": "user", "content": "hi"}], "yo", 32, response_ids=[500, 1])
+    assert stopped.input_ids[-2:] == [500, 1]
+
+
 def test_a_long_prompt_is_cut_from_the_left_and_an_impossible_row_is_named():
     enc = encode(CharTokenizer(), [{"role": "user", "content": "abcdefghij"}], "z", max_len=10)
     assert len(enc.input_ids) == 10 and enc.input_ids[-2:] == [ord("z"), 1]
