@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from synthpref.config import EvalJudgeConfig, LabelConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
+from synthpref.config import EvalJudgeConfig, LabelConfig, PPOConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
 from synthpref.config.loader import parse_override
 from synthpref.errors import EXIT_RESOURCES, EXIT_USER, ResourceError, UserError, cause_of
 from synthpref.models import precision
@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
                                "with the jury (pointwise), keep each prompt's best (above keep_threshold), "
                                "fine-tune the policy on the survivors, and load the new weights into the "
                                "samplers. A rerun resumes after the last finished iteration.")
+
+    config_command(sub, "ppo", PPOConfig, "YAML config file with policy:, judging: (the reward), data: and train:",
+                   help="RL from AI feedback: PPO or RLOO/GRPO with a KL penalty and an over-optimisation monitor",
+                   description="Each step: sample a group of completions per prompt on the vLLM samplers, reward "
+                               "them (reward model, judges' expected ratings, functions, or a weighted mix), "
+                               "compute reference log-probs and values while the judges work, shape the reward "
+                               "with the KL to the starting policy, take ppo_epochs of clipped updates, and load "
+                               "the new weights into the samplers. Every monitor.every steps a held-out prompt "
+                               "set is scored by the training reward and a gold jury. A rerun resumes after the "
+                               "last checkpoint.")
 
     tiny = sub.add_parser("tiny-model", help="build a tiny Llama model + tokenizer with a chat template (no download)")
     tiny.add_argument("out", help="output directory")
@@ -145,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "rft":
             from synthpref.algorithms.rft import run_rft, summary_lines
             report = run_rft(load(RFTConfig, args))
+            say("\n".join(summary_lines(report)))
+        elif args.command == "ppo":
+            from synthpref.algorithms.ppo import run_ppo
+            from synthpref.algorithms.ppo_report import summary_lines
+            report = run_ppo(load(PPOConfig, args))
             say("\n".join(summary_lines(report)))
         elif args.command == "demo":
             print_summary(cmd_demo(args.output_dir, args.overrides, args.verbose))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from synthpref.config.jobs import EvalJudgeConfig, LabelConfig, RFTConfig, TrainRMConfig
 from synthpref.config.loader import describe_keys
+from synthpref.config.ppo import PPOConfig
 
 # (subcommand, config class, what the job does)
 JOBS = [
@@ -12,6 +13,8 @@ JOBS = [
     ("eval-judge", EvalJudgeConfig, "a judge's or a jury's agreement with human preference labels"),
     ("train-rm", TrainRMConfig, "a Bradley-Terry reward model trained on preference pairs"),
     ("rft", RFTConfig, "iterative rejection-sampling fine-tuning with live weight sync"),
+    ("ppo", PPOConfig, "reinforcement learning from AI feedback (PPO with a critic, or RLOO/GRPO group baselines) "
+                       "with a KL penalty to the starting policy and an over-optimisation monitor"),
 ]
 
 

@@ -54,6 +54,7 @@ JUDGMENTS = pa.schema([
     ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()),
     ("attempts", pa.int64()),            # tries this verdict took (remote judges retry; null for local ones)
+    ("choice_probs", pa.string()),       # logprob verdicts: JSON {label: probability renormalised over the labels}
 ])
 
 PREFERENCES = pa.schema([
@@ -80,6 +81,15 @@ SFT = pa.schema([                        # prompt/completion in TRL's conversati
     ("score", pa.float64()),
     ("iteration", pa.int64()),
     ("policy", pa.string()),             # model @ weight version that sampled it
+])
+
+REWARDS = pa.schema([                    # ppo: what became of each completion of a step
+    ("prompt_id", pa.string()),
+    ("sample_id", pa.string()),
+    ("reward", pa.float64()),            # the judges' weighted reward (null: a judge FAILED, or not judged)
+    ("shaped_reward", pa.float64()),     # after the no-EOS penalty, length terms, normalisation and clipping
+    ("trained", pa.bool_()),             # in this step's update
+    ("dropped_reason", pa.string()),     # why not (null when trained)
 ])
 
 TABLES = {"prompts": PROMPTS, "samples": SAMPLES, "judgments": JUDGMENTS, "preferences": PREFERENCES}

@@ -22,6 +22,7 @@ from typing import Callable
 
 from synthpref.config import ConfigError, JudgeConfig
 from synthpref.judging import templates
+from synthpref.judging.expected_score import expected_rating, is_rating_scale
 from synthpref.judging.verdicts import (FAILED, VerdictParseError, label_probs,
                                         parse_pairwise_text, parse_score_text, verdict_from_p, verdict_from_scores)
 from synthpref.cluster.pool import Job, run_jobs
@@ -44,6 +45,7 @@ class PointRequest:
     pair_id: str               # the sample being scored
     conversation: list[dict]
     response: str
+    token_ids: list[int] | None = None   # the ids the sampler produced (reward functions in TRL's signature get them)
 
 
 @dataclass
@@ -70,7 +72,8 @@ class PooledJudge:
 def judgment_row(judge_id: str, template_hash: str, pair_id: str, order: str, verdict: str, **fields) -> dict:
     row = {"pair_id": pair_id, "judge_id": judge_id, "template_hash": template_hash, "order": order,
            "verdict": verdict, "p_first": None, "score": None, "raw": "", "rationale": None, "error": None,
-           "latency_s": None, "prompt_tokens": None, "completion_tokens": None, "attempts": None}
+           "latency_s": None, "prompt_tokens": None, "completion_tokens": None, "attempts": None,
+           "choice_probs": None}
     row.update(fields)
     return row
 
@@ -102,6 +105,7 @@ class ModelJudge(PooledJudge):
 
     def _common(self, out: dict) -> dict:
         return {"raw": out.get("raw", out.get("text", "")) or "", "latency_s": out.get("latency_s"),
+                "choice_probs": json.dumps(out["probs"]) if "probs" in out else None,
                 "prompt_tokens": out.get("prompt_tokens"),
                 "completion_tokens": out.get("completion_tokens", out.get("n_tokens")),
                 "attempts": out.get("attempts")}
@@ -122,6 +126,8 @@ class ModelJudge(PooledJudge):
         if "error" in out:
             return {"verdict": FAILED, "error": out["error"]}
         if self.cfg.verdict == "logprob":
+            if is_rating_scale(self.template.choices):       # direct RLAIF: the expected rating
+                return {"verdict": "SCORE", "score": expected_rating(out["probs"])}
             return {"verdict": "SCORE", "score": out["probs"][self.template.choices[0]]}
         try:
             value, rationale = parse_score_text(out["text"])
@@ -157,16 +163,31 @@ def load_function(spec: str) -> Callable:
     return fn
 
 
+def takes_trl_signature(fn: Callable) -> bool:
+    """Whether `fn` is a TRL reward function, `(prompts, completions, completion_ids, **kwargs) -> list`."""
+    import inspect
+    try:
+        return "completions" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class FunctionJudge:
-    """Scores each completion with a plain function; a pair is won by the higher score."""
+    """Scores each completion with a plain function, `fn(messages, completion) -> float`, or a TRL reward
+    function `fn(prompts, completions, completion_ids, **kwargs) -> list[float | None]` called once per
+    batch (conversational form: prompts are message lists, completions [{"role": "assistant", ...}]);
+    a None or a non-finite value is a FAILED verdict. A pair is won by the higher score."""
 
     def __init__(self, cfg: JudgeConfig, tie_margin: float = 0.0):
         self.cfg, self.id = cfg, cfg.id
         self.fn = load_function(cfg.function)
+        self.batched = takes_trl_signature(self.fn)
         self.template_hash = "fn:" + cfg.function
         self.tie_margin = tie_margin
 
     def _score(self, conversation: list[dict], text: str) -> tuple[float | None, str | None, float]:
+        if self.batched:
+            return self._score_batch([PointRequest("", conversation, text)])[0]
         start = time.perf_counter()
         try:
             value = self.fn(conversation, text)
@@ -210,10 +231,35 @@ class FunctionJudge:
         rows = self.score(requests, on_done)
         return Pending([], lambda: rows)
 
+    def _score_batch(self, requests: list[PointRequest]) -> list[tuple[float | None, str | None, float]]:
+        """One call of a TRL-signature reward function for the whole batch."""
+        start = time.perf_counter()
+        try:
+            values = self.fn(prompts=[r.conversation for r in requests],
+                             completions=[[{"role": "assistant", "content": r.response}] for r in requests],
+                             completion_ids=[r.token_ids for r in requests])
+            values = list(values)
+            if len(values) != len(requests):
+                raise ValueError(f"returned {len(values)} rewards for {len(requests)} completions")
+        except Exception as exc:  # the user's function failed on this batch: every verdict FAILED, named
+            error = f"{type(exc).__name__}: {exc}"
+            return [(None, error, 0.0)] * len(requests)
+        latency = (time.perf_counter() - start) / max(1, len(requests))
+        out = []
+        for v in values:
+            if v is None:
+                out.append((None, "the reward function returned None", latency))
+            elif not math.isfinite(float(v)):
+                out.append((None, f"function returned a non-finite score {v}", latency))
+            else:
+                out.append((float(v), None, latency))
+        return out
+
     def score(self, requests: list[PointRequest], on_done: Progress = None) -> list[dict]:
         rows = []
-        for r in requests:
-            value, error, latency = self._score(r.conversation, r.response)
+        batch = self._score_batch(requests) if self.batched and requests else None
+        for k, r in enumerate(requests):
+            value, error, latency = batch[k] if batch else self._score(r.conversation, r.response)
             verdict = FAILED if error else "SCORE"
             rows.append(judgment_row(self.id, self.template_hash, r.pair_id, "point", verdict, score=value,
                                      error=error, raw=json.dumps({"score": value}), latency_s=latency))

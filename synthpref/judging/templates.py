@@ -67,7 +67,16 @@ POINTWISE_TEXT = Template(
           "{reasoning}Rate the response from 1 to 10 and end with the rating in exactly this form: [[N]]."),
 )
 
-BUILTIN = {t.name: t for t in (PAIRWISE_LOGPROB, PAIRWISE_TEXT, POINTWISE_LOGPROB, POINTWISE_TEXT)}
+POINTWISE_RATING = Template(
+    name="pointwise-rating-logprob", version=1, kind="pointwise", verdict="logprob",
+    system="You are an impartial judge rating one response to a conversation. " + _FAIRNESS,
+    user=("[Conversation]\n{conversation}\n\n[Response]\n{response}\n\n"
+          "Rate how helpful, honest and harmless the response is on a scale from 0 (worst) to 9 (best). "
+          "Answer with a single digit."),
+    choices=tuple(str(i) for i in range(10)),       # direct RLAIF's expected rating (expected_score.py)
+)
+
+BUILTIN = {t.name: t for t in (PAIRWISE_LOGPROB, PAIRWISE_TEXT, POINTWISE_LOGPROB, POINTWISE_TEXT, POINTWISE_RATING)}
 REASONING = "First explain your reasoning briefly. "
 
 
@@ -87,8 +96,11 @@ def get_template(name: str, kind: str, verdict: str) -> Template:
         raise ValueError(f"unknown judge template {name!r}; built-in: {sorted(BUILTIN)} or a .yaml path")
     if tpl.kind != kind or tpl.verdict != verdict:
         raise ValueError(f"template {name!r} is for {tpl.kind}/{tpl.verdict}, the judge needs {kind}/{verdict}")
-    if verdict == "logprob" and len(tpl.choices) != 2:
-        raise ValueError(f"template {name!r}: a logprob verdict needs exactly two choices")
+    from synthpref.judging.expected_score import is_rating_scale
+    rating = kind == "pointwise" and is_rating_scale(tpl.choices)
+    if verdict == "logprob" and len(tpl.choices) != 2 and not rating:
+        raise ValueError(f"template {name!r}: a logprob verdict needs exactly two choices, or (pointwise) a "
+                         f"numeric rating scale such as 0-9")
     return tpl
 
 

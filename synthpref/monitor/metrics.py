@@ -25,6 +25,27 @@ class MetricsLog:
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
 
+    def rewind(self, after_step: int, events: tuple[str, ...]) -> int:
+        """Remove the records of `events` whose step is past `after_step` (a resumed run does those steps
+        again, and each step is recorded once); returns how many were removed."""
+        if not self.path.exists():
+            return 0
+        kept, removed = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:           # a line cut short by a kill mid-write
+                removed += 1
+                continue
+            if record.get("event") in events and isinstance(record.get("step"), int) and record["step"] > after_step:
+                removed += 1
+                continue
+            kept.append(line)
+        if removed:
+            from synthpref.data.shards import atomic_write_bytes
+            atomic_write_bytes(self.path, "".join(k + "\n" for k in kept).encode())
+        return removed
+
     def scalars(self, phase: str, step: int, values: dict) -> None:
         self.log({"event": phase, "step": step, **values})
         if self.writer is None:

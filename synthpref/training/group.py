@@ -133,11 +133,17 @@ class TrainerGroup:
         return merge_rows(self.run(method, batch, *args), rows_of(batch))
 
     def forward_later(self, method: str, batch: dict, *args):
-        """Start `forward` on every rank and return at once; calling the result waits for the rows (so other
-        work, e.g. judges, runs meanwhile)."""
+        """Start an rl_* forward (rows and a time span per rank) on every rank and return at once; calling
+        the result waits for (rows in batch order, (first start, last end)), so other work, e.g. the
+        judges, runs meanwhile."""
         shares = split(batch, self.world_size)
         refs = [getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)]
-        return lambda: merge_rows(ray.get(refs), rows_of(batch))
+
+        def wait():
+            answers = ray.get(refs)
+            span = (min(a["span"][0] for a in answers), max(a["span"][1] for a in answers))
+            return merge_rows([a["rows"] for a in answers], rows_of(batch)), span
+        return wait
 
     def train_sft(self, batch: dict) -> float:
         return self.train("train_sft", batch)["loss"]

@@ -183,16 +183,25 @@ class TrainerActor:
             return self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, 0].float().tolist()
 
     # -- reinforcement learning (rl_steps.py) ---------------------------------------------------
-    def rl_logprobs(self, batch: dict, temperature: float = 1.0) -> list:
-        """Per-row [R] log-probs of the response tokens (policy: old log-probs; reference)."""
-        from synthpref.training import rl_steps
-        return list(rl_steps.token_logprobs(self.engine, _tensors(batch, self.device), temperature).cpu().unbind(0))
+    def rl_logprobs(self, batch: dict, temperature: float = 1.0) -> dict:
+        """{"rows": per-row [R] log-probs of the response tokens (policy: old log-probs; reference),
+        "span": (start, end) wall-clock seconds of the work, for the phase timeline}."""
+        import time
 
-    def rl_values(self, batch: dict) -> list:
-        """Per-row [R] values of the response tokens (critic role)."""
         from synthpref.training import rl_steps
+        start = time.time()
+        rows = list(rl_steps.token_logprobs(self.engine, _tensors(batch, self.device), temperature).cpu().unbind(0))
+        return {"rows": rows, "span": (start, time.time())}
+
+    def rl_values(self, batch: dict) -> dict:
+        """{"rows": per-row [R] values of the response tokens (critic role), "span": as rl_logprobs}."""
+        import time
+
+        from synthpref.training import rl_steps
+        start = time.time()
         with torch_no_grad():
-            return list(rl_steps.token_values(self.engine, _tensors(batch, self.device)).cpu().unbind(0))
+            rows = list(rl_steps.token_values(self.engine, _tensors(batch, self.device)).cpu().unbind(0))
+        return {"rows": rows, "span": (start, time.time())}
 
     def rl_train(self, batch: dict, settings: dict) -> dict:
         """One optimizer step on this share: the PPO policy loss (policy role) or value loss (critic)."""

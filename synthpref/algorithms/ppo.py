@@ -1,0 +1,191 @@
+"""`synthpref ppo`: reinforcement learning from AI feedback with a KL penalty to the starting policy.
+
+Each step samples a group of completions per prompt from the current policy on the vLLM samplers and
+rewards them with the jury: a reward model trained on synthetic labels (RLAIF, Lee et al. 2023), judges'
+expected ratings read from their score tokens (direct RLAIF, same paper), functions, or a weighted mix.
+While the judges work, the trainers compute the old, reference and critic values of the same tokens.
+The reward is shaped by the KL to the reference (Ziegler et al. 2019; Ouyang et al. 2022); advantages
+come from GAE with a critic (PPO, Schulman et al. 2017) or a group baseline (RLOO, Ahmadian et al.
+2024; GRPO, Shao et al. 2024); `ppo_epochs` of clipped updates follow, and the new weights are loaded
+into the samplers. Every `monitor.every` steps a held-out prompt set is scored by the training reward
+and a gold jury (Gao et al. 2022). Checkpoints every `save_every` steps; a rerun resumes after the last.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from synthpref.algorithms import ppo_steps as steps
+from synthpref.algorithms.ppo_monitor import OverOptimisation
+from synthpref.algorithms.ppo_parts import PPOParts, checkpoint, prompts_for, resume
+from synthpref.algorithms.ppo_report import step_tables, write_report
+from synthpref.config import PPOConfig
+from synthpref.data.prompts import load_prompts
+from synthpref.data.quarantine import write_quarantine
+from synthpref.errors import no_usable_rows
+from synthpref.judging.jury import jury_cpus
+from synthpref.judging.preflight import preflight
+from synthpref.judging.rewards import score_completions
+from synthpref.models.loading import tokenizer_or_error
+from synthpref.monitor.console import say
+from synthpref.monitor.metrics import progress
+from synthpref.runtime.job import JobRuntime
+from synthpref.training.advantages import explained_variance
+from synthpref.training.kl import kl_controller
+
+SUMMARY_KEYS = ("step", "reward_raw", "kl", "response_length", "gold", "eval_proxy", "trained_rows", "dropped",
+                "first_ratio_max_dev", "engine_trainer_logprob_gap_max", "step_s")
+PHASES = ("generate", "reward", "old_logprobs", "reference", "values", "update", "sync")
+
+
+def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
+    """Steps of sample, reward, score tokens, advantages, update, sync; `sampler`: an existing SamplerGroup
+    to use (not owned: it gets its base weights back at the end)."""
+    with JobRuntime(cfg, "ppo") as job:
+        preflight(cfg.judging)
+        if cfg.monitor.gold is not None:
+            preflight(cfg.monitor.gold)
+        tokenizer_or_error(cfg.policy.model, "policy.model")
+        prompts, quarantined, _ = load_prompts(cfg.data, cfg.policy)
+        write_quarantine(job.out / "quarantine.jsonl", quarantined)
+        held_out = prompts[-cfg.monitor.prompts:] if cfg.monitor.every and len(prompts) > cfg.monitor.prompts else []
+        train_prompts = prompts[:len(prompts) - len(held_out)]
+        if not train_prompts:
+            raise no_usable_rows("usable prompts", cfg.data.path, len(quarantined), f"listed in {job.out / 'quarantine.jsonl'}")
+        t = cfg.train
+        gold_cpus = jury_cpus(cfg.monitor.gold) if cfg.monitor.gold is not None else 0
+        job.start_ray(int(3 * t.world_size * t.num_cpus + cfg.policy.engine.num_cpus * cfg.policy.pool.most
+                          + jury_cpus(cfg.judging) + gold_cpus + 1))
+        parts = PPOParts(job, sampler)
+        conversations = {p.prompt_id: p.messages for p in prompts}
+        done, state = resume(job, parts)
+        kl_ctl = kl_controller(state.get("kl_coef", cfg.kl.coef), cfg.kl.target, cfg.kl.horizon)
+        running = steps.RunningStats(**state.get("running", {}))
+        monitor = OverOptimisation.restore(cfg.monitor.patience, state.get("monitor"))
+        say(f"precision: {parts.describe_dtypes()}")
+        job.log({"event": "start", "dtypes": parts.dtypes(), "prompts": len(train_prompts), "held_out": len(held_out),
+                 "quarantined": len(quarantined), "resumed_after_step": done})
+        stopped, summaries = None, list(state.get("summaries", []))
+        job.state.claim()                             # the step tables are this run's first output
+        bar = progress(cfg.steps, "PPO steps", "step", cfg.progress)
+        bar.update(done)
+        for step in range(done + 1, cfg.steps + 1):
+            record = one_step(parts, prompts_for(train_prompts, step, cfg.prompts_per_step), conversations, step,
+                              kl_ctl, running)
+            if cfg.monitor.every and step % cfg.monitor.every == 0:
+                stopped = evaluate(parts, held_out, conversations, step, monitor, record)
+            summaries.append({k: record.get(k) for k in SUMMARY_KEYS})
+            bar.set_postfix(reward=f"{record['reward_raw']:.3f}" if record["reward_raw"] is not None else "n/a",
+                            kl=f"{record['kl']:.3f}")
+            bar.update(1)
+            if step % cfg.save_every == 0 or step == cfg.steps or stopped:
+                checkpoint(job, parts, step, kl_coef=kl_ctl.value, running=running.__dict__, monitor=monitor.state(),
+                           summaries=summaries)
+            if stopped:
+                break
+        bar.close()
+        report = write_report(job, parts, summaries, monitor, stopped)
+        parts.give_back_shared_sampler()
+    return report
+
+
+def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, running) -> dict:
+    """One RL step; returns its metrics record (also logged)."""
+    cfg, started, spans = parts.cfg, time.perf_counter(), {}
+    mark = time.time()
+    samples, errors = parts.sample(batch_prompts, step)
+    spans["generate"] = (mark, time.time())
+    dropped: dict[str, str] = {e["sample_id"]: f"sampling: {e['error']}" for e in errors}
+    rollouts = steps.build_rollouts(parts.tokenizer, conversations, samples, cfg.train.max_len, dropped)
+    if rollouts is None:
+        raise RuntimeError(f"step {step}: no completion could be trained on ({len(dropped)} dropped: "
+                           f"{sorted(set(dropped.values()))[:3]})")
+    waits = parts.start_token_forwards(rollouts.tensors)     # old log-probs, reference, values: meanwhile ...
+    mark = time.time()
+    rewards = score_completions(parts.jury, rollouts.samples, conversations)   # ... the judges score
+    spans["reward"] = (mark, time.time())
+    token = {}
+    for name, wait in waits.items():
+        rows, spans[name] = wait()
+        token[name] = torch.stack(rows)
+    for sid, reason in rewards.failed.items():
+        dropped[sid] = f"reward: {reason}"
+    rewarded = [i for i, s in enumerate(rollouts.samples) if s["sample_id"] in rewards.value]
+    record = {"step": step, "samples": len(samples), "sampling_errors": len(errors),
+              "reward_failed": len(rewards.failed), "dropped": len(dropped)}
+    if not rewarded:
+        raise RuntimeError(f"step {step}: every completion lost its reward ({len(rewards.failed)} judge failures, "
+                           f"e.g. {next(iter(rewards.failed.values()), '')})")
+    sub = steps.Rollouts([rollouts.samples[i] for i in rewarded], steps.select(rollouts.tensors, rewarded))
+    token = steps.select(token, rewarded)
+    raw = [rewards.value[s["sample_id"]] for s in sub.samples]
+    shaped = steps.shape_rewards(raw, sub.samples, cfg.reward, running)
+    old_logp = sub.tensors["engine_logp"] if cfg.old_logprobs == "engine" else token["old_logprobs"]
+    mask = sub.mask
+    kl_tok = steps.kl_tokens(token["old_logprobs"], token.get("reference"), cfg.kl.estimator, mask)
+    kl_k1 = steps.kl_tokens(token["old_logprobs"], token.get("reference"), "k1", mask).sum(-1)
+    adv = steps.compute_advantages(cfg, sub, shaped, kl_tok, kl_ctl.value, token.get("values"))
+    record["dropped_groups"] = adv.dropped_groups
+    for i in sorted(set(range(len(sub.samples))) - set(adv.keep)):
+        dropped[sub.samples[i]["sample_id"]] = "group_too_small: fewer than two completions of its prompt have a reward"
+    update_rows = adv.keep
+    tensors = {**sub.tensors, "old_logp": old_logp, "advantages": adv.advantages,
+               **({"ref_logp": token["reference"]} if "reference" in token else {}),
+               **({"returns": adv.returns, "old_values": token["values"]} if adv.returns is not None else {})}
+    mark = time.time()
+    update = parts.update(tensors, update_rows, step, kl_ctl.value)
+    spans["update"] = (mark, time.time())
+    mark = time.time()
+    sync = parts.sync(step)
+    spans["sync"] = (mark, time.time())
+    gap = (token["old_logprobs"] - sub.tensors["engine_logp"]).abs() * mask
+    n_tokens = int(mask.sum())
+    record.update({
+        "reward_raw": sum(raw) / len(raw), "reward_shaped": sum(shaped) / len(shaped),
+        "kl": float(kl_k1.mean()), "kl_coef": kl_ctl.value, "response_length": float(mask.sum(-1).mean()),
+        "eos_fraction": sum(s["finish_reason"] == "stop" for s in sub.samples) / len(sub.samples),
+        "trained_rows": len(update_rows), "tokens": n_tokens,
+        "engine_trainer_logprob_gap_max": float(gap.max()), "engine_trainer_logprob_gap_mean": float(gap.sum() / max(1, n_tokens)),
+        **update, "sync_s": sync["total_s"],
+        **({"explained_variance": explained_variance(token["values"], adv.returns, mask)} if adv.returns is not None else {}),
+    })
+    kl_ctl.update(record["kl"], len(sub.samples))
+    record["step_s"] = time.perf_counter() - started
+    record["tokens_per_s"] = n_tokens / max(1e-9, spans["generate"][1] - spans["generate"][0])
+    for name, (a, b) in spans.items():
+        record[f"time_{name}_s"] = b - a
+    parts.metrics.scalars("ppo", step, {k: v for k, v in record.items() if isinstance(v, (int, float))})
+    parts.metrics.log({"event": "ppo_phases", "step": step, "spans": spans})
+    step_tables(parts.job.out, step, samples, rollouts, rewards, raw, shaped, sub, dropped, errors)
+    return record
+
+
+def evaluate(parts: PPOParts, held_out, conversations, step: int, monitor: OverOptimisation, record: dict):
+    """Greedy samples of the held-out prompts scored by the training reward and the gold jury, KL to the
+    reference and length; returns a stop message when the monitor says to stop, else None."""
+    cfg = parts.cfg
+    samples, _ = parts.sample(held_out, step, greedy=True)
+    dropped: dict = {}
+    rollouts = steps.build_rollouts(parts.tokenizer, conversations, samples, cfg.train.max_len, dropped)
+    if rollouts is None:
+        return None
+    proxy = score_completions(parts.jury, rollouts.samples, conversations).value
+    gold = score_completions(parts.gold, rollouts.samples, conversations).value if parts.gold is not None else {}
+    kl = parts.eval_kl(rollouts)
+    mean = lambda d: sum(d.values()) / len(d) if d else None  # noqa: E731
+    entry = {"proxy": mean(proxy), "gold": mean(gold), "kl": kl,
+             "length": sum(s["n_tokens"] for s in rollouts.samples) / len(rollouts.samples)}
+    verdict = monitor.record(step, **entry)
+    record.update({"gold": entry["gold"], "eval_proxy": entry["proxy"]})
+    parts.metrics.scalars("eval", step, {k: v for k, v in {**entry, "diverging_streak": verdict["streak"]}.items()
+                                         if v is not None})
+    if verdict["new_best"]:
+        parts.policy.save_pretrained(parts.job.out / "best_policy")
+        parts.job.log({"event": "best_gold", "step": step, "gold": entry["gold"]})
+    if verdict["diverging"]:
+        message = monitor.message()
+        say(("stopping: " if cfg.monitor.action == "stop" else "warning: ") + message)
+        parts.job.log({"event": "over_optimisation", "step": step, "message": message, "action": cfg.monitor.action})
+        return message if cfg.monitor.action == "stop" else None
+    return None

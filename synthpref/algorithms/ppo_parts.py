@@ -1,0 +1,183 @@
+"""The workers of one PPO run (policy, reference and critic trainers, samplers, reward jury, gold jury),
+each owned by the job, and what the driver asks of them: samples, token forwards, updates, weight sync,
+checkpoints and resume."""
+from __future__ import annotations
+
+import shutil
+
+import ray
+import torch
+
+from synthpref.algorithms import ppo_steps as steps
+from synthpref.data.schema import content_id
+from synthpref.models.loading import load_tokenizer
+from synthpref.models.precision import describe as describe_dtypes
+from synthpref.runtime.job import JobRuntime
+from synthpref.training.weight_sender import weight_sender
+
+
+STEP_EVENTS = ("ppo", "ppo_phases", "eval", "best_gold", "over_optimisation")
+
+
+def prompts_for(prompts: list, step: int, per_step: int) -> list:
+    """Step s (1-based) takes the next `per_step` prompts, cycling through the set."""
+    start = (step - 1) * per_step
+    return [prompts[(start + j) % len(prompts)] for j in range(min(per_step, len(prompts)))]
+
+
+def step_seed(seed: int, step: int) -> int:
+    return int(content_id(seed, "ppo", step), 16) % (2 ** 31)
+
+
+def critic_model(cfg) -> str:
+    """The critic's starting weights: as configured, else the first reward model judge's, else the policy's."""
+    if cfg.critic.model:
+        return cfg.critic.model
+    reward_models = [j.model for j in cfg.judging.judges if j.type == "reward_model"]
+    return reward_models[0] if reward_models else cfg.policy.model
+
+
+class PPOParts:
+    def __init__(self, job: JobRuntime, sampler=None):
+        from synthpref.judging.jury import Jury
+        from synthpref.sampling.group import SamplerGroup
+        from synthpref.training.group import TrainerGroup
+
+        cfg = self.cfg = job.cfg
+        self.job, self.metrics = job, job.metrics
+        self.tokenizer = load_tokenizer(cfg.policy.model)
+        # the trainer ranks build their engines while the samplers start
+        self.policy = job.own(TrainerGroup(cfg.policy.model, "policy", cfg.train, cfg.seed, wait=False))
+        self.reference = job.own(TrainerGroup(cfg.policy.model, "reference", cfg.train, cfg.seed, wait=False,
+                                              world_size=1))
+        self.critic = (job.own(TrainerGroup(critic_model(cfg), "critic", cfg.train, cfg.seed, wait=False,
+                                            lr=cfg.critic.lr)) if cfg.estimator == "gae" else None)
+        self.shared = sampler is not None
+        self.sampler = sampler if sampler is not None else job.own(
+            SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool, cfg.policy.chunk_size, events=job.log))
+        for group in self.trainers():
+            group.ready()
+        self.jury = job.own(Jury(cfg.judging, events=job.log))
+        self.gold = job.own(Jury(cfg.monitor.gold, events=job.log)) if cfg.monitor.gold is not None else None
+        self.push_weights = weight_sender(self.policy, self.sampler, cfg.policy.engine)
+
+    def trainers(self) -> list:
+        return [g for g in (self.policy, self.reference, self.critic) if g is not None]
+
+    def dtypes(self) -> dict[str, str]:
+        parts = {"policy_trainer": self.policy.dtype, "reference_trainer": self.reference.dtype,
+                 "sampler": self.sampler.dtype()}
+        if self.critic is not None:
+            parts["critic_trainer"] = self.critic.dtype
+        return {**parts, **self.jury.dtypes(), **(self.gold.dtypes() if self.gold else {})}
+
+    def describe_dtypes(self) -> str:
+        return describe_dtypes(self.dtypes())
+
+    # -- the work of a step ------------------------------------------------------------------------
+    def sample(self, prompts, step: int, greedy: bool = False) -> tuple[list[dict], list[dict]]:
+        p = self.cfg.policy
+        k, temperature = (1, 0.0) if greedy else (p.samples_per_prompt, p.temperature)
+        return self.sampler.sample(prompts, k, p.max_tokens, temperature, p.top_p, step_seed(self.cfg.seed, step),
+                                   policy_name=p.model)
+
+    def start_token_forwards(self, tensors: dict) -> dict:
+        """Old log-probs (policy), reference log-probs and values (critic) of the rollouts, started at once;
+        returns {name: wait() -> (rows, span)}."""
+        t = self.cfg.policy.temperature
+        batch = {k: tensors[k] for k in ("input_ids", "attention_mask", "response_mask")}
+        waits = {"old_logprobs": self.policy.forward_later("rl_logprobs", batch, t),
+                 "reference": self.reference.forward_later("rl_logprobs", batch, t)}
+        if self.critic is not None:
+            waits["values"] = self.critic.forward_later("rl_values", batch)
+        return waits
+
+    def policy_settings(self, kl_coef: float) -> dict:
+        cfg = self.cfg
+        return {"temperature": cfg.policy.temperature, "clip_eps": cfg.clip_eps, "dual_clip": cfg.dual_clip,
+                "loss_agg": cfg.loss_agg, "tis_cap": cfg.tis_cap, "entropy_coef": cfg.entropy_coef,
+                "kl_in_loss": cfg.kl.placement == "loss" and kl_coef > 0, "kl_estimator": cfg.kl.estimator,
+                "kl_coef": kl_coef}
+
+    def update(self, tensors: dict, rows: list[int], step: int, kl_coef: float) -> dict:
+        """`ppo_epochs` passes of mini-batches over `rows`: the policy's clipped step, and the critic's."""
+        cfg = self.cfg
+        settings = self.policy_settings(kl_coef)
+        policy_keys = ["input_ids", "attention_mask", "response_mask", "old_logp", "advantages"]
+        policy_keys += ["ref_logp"] if settings["kl_in_loss"] else []
+        policy_keys += ["engine_logp"] if cfg.tis_cap else []
+        critic_keys = ["input_ids", "attention_mask", "response_mask", "old_values", "returns"]
+        sums: dict = {}
+        first = None
+        n = 0
+        for epoch in range(cfg.ppo_epochs):
+            for rows_mb in steps.mini_batches(rows, cfg.mini_batch, step_seed(cfg.seed, step) + epoch):
+                stats = self.policy.train("rl_train", steps.select({k: tensors[k] for k in policy_keys}, rows_mb), settings)
+                if self.critic is not None:
+                    stats.update(self.critic.train("rl_train", steps.select({k: tensors[k] for k in critic_keys}, rows_mb),
+                                                   {"value_clip": cfg.critic.value_clip, "loss_agg": cfg.loss_agg}))
+                if first is None:
+                    first = stats
+                n += 1
+                for key, value in stats.items():
+                    if key != "rows":
+                        sums[key] = sums.get(key, 0.0) + value
+        out = {key: value / max(1, n) for key, value in sums.items()}
+        out["updates"] = n
+        if first is not None:      # old log-probs from the trainer: the first mini-batch's ratio is 1
+            out["first_ratio_mean"] = first["ratio_mean"]
+            out["first_ratio_max_dev"] = first["ratio_max_dev"]
+            out["first_clip_fraction"] = first["clip_fraction"]
+        return out
+
+    def sync(self, version: int) -> dict:
+        stats = self.push_weights(version)
+        if set(stats["engine_versions"]) != {version}:
+            raise RuntimeError(f"weight sync: engines report versions {stats['engine_versions']}, expected {version}")
+        return stats
+
+    def eval_kl(self, rollouts) -> float:
+        """Mean over sequences of the summed k1 KL(policy || reference), nats per sequence."""
+        batch = {k: rollouts.tensors[k] for k in ("input_ids", "attention_mask", "response_mask")}
+        t = self.cfg.policy.temperature
+        now, ref = self.policy.forward_later("rl_logprobs", batch, t), self.reference.forward_later("rl_logprobs", batch, t)
+        logp, ref_logp = torch.stack(now()[0]), torch.stack(ref()[0])
+        return float(((logp - ref_logp) * rollouts.mask).sum(-1).mean())
+
+    def give_back_shared_sampler(self) -> None:
+        """A sampler the run did not start gets its base weights back (other users share its engines)."""
+        if not self.shared:
+            return
+        from transformers import AutoModelForCausalLM
+        from synthpref.models.loading import for_workers
+        base = AutoModelForCausalLM.from_pretrained(for_workers(self.cfg.policy.model), dtype=torch.float32)
+        self.sampler.sync_weights(ray.put({k: v.detach().clone() for k, v in base.state_dict().items()}), 0)
+
+
+def checkpoint(job: JobRuntime, parts: PPOParts, step: int, **state) -> None:
+    """Policy and critic (model and optimizer, DeepSpeed's format) and the driver's state, then the step is
+    marked done (the first mark claims the folder); older checkpoints beyond keep_checkpoints go last."""
+    root = job.out / "checkpoints"
+    parts.policy.save_checkpoint(root / "policy", f"step{step}")
+    if parts.critic is not None:
+        parts.critic.save_checkpoint(root / "critic", f"step{step}")
+    job.state.mark(step, **state)
+    for role in ("policy", "critic"):
+        tags = sorted((p for p in (root / role).glob("step*") if p.is_dir()), key=lambda p: int(p.name[4:]))
+        for old in tags[:-parts.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def resume(job: JobRuntime, parts: PPOParts) -> tuple[int, dict]:
+    """(last checkpointed step, the driver's saved state); trainers and samplers are put back at that step
+    and the metrics of steps after it (done again now) are removed, so every step is recorded once."""
+    done = job.state.finished
+    state = {k: job.state.get(k) for k in ("kl_coef", "running", "monitor", "summaries") if job.state.get(k) is not None}
+    if done:
+        root = job.out / "checkpoints"
+        parts.policy.load_checkpoint(root / "policy", f"step{done}")
+        if parts.critic is not None:
+            parts.critic.load_checkpoint(root / "critic", f"step{done}")
+        parts.sync(done)
+    job.metrics.rewind(done, STEP_EVENTS)
+    return done, state
