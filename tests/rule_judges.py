@@ -15,3 +15,16 @@ def low_id_rate(prompts, completions, completion_ids, **kwargs) -> list[float | 
     """A reward function in TRL's signature: the share of the completion's token ids below 128 (about a fifth
     at the start of a tiny random policy; a policy can learn to raise it within a few steps)."""
     return [sum(t < 128 for t in ids) / len(ids) if ids else None for ids in completion_ids]
+
+
+def fails_on_some(prompts, completions, completion_ids, **kwargs) -> list[float | None]:
+    """A TRL-signature reward function that gives no reward (None) to completions whose first token id is
+    a multiple of 4, and 0 to the rest: a known subset of FAILED verdicts."""
+    return [None if ids and ids[0] % 4 == 0 else 0.0 for ids in completion_ids]
+
+
+def long_prompts(n: int) -> list[dict]:
+    """Prompts far longer than a 512-token judge context (their judgments fail as prompt_too_long)."""
+    words = "the quick brown fox jumps over the lazy dog while rain falls on the old library".split()
+    return [{"prompt": f"Summarise this in one line ({i}): " + " ".join(words[(i + j) % len(words)] for j in range(400)),
+             "id": f"long-{i}"} for i in range(n)]
