@@ -54,7 +54,8 @@ class PPOParts:
                                             lr=cfg.critic.lr)) if cfg.estimator == "gae" else None)
         self.shared = sampler is not None
         self.sampler = sampler if sampler is not None else job.own(
-            SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool, cfg.policy.chunk_size, events=job.log))
+            SamplerGroup(cfg.policy.model, cfg.policy.engine, cfg.policy.pool, cfg.policy.chunk_size, events=job.log,
+                         sleep_mode=cfg.colocate))
         for group in self.trainers():
             group.ready()
         self.jury = job.own(Jury(cfg.judging, events=job.log))
@@ -110,6 +111,8 @@ class PPOParts:
         sums: dict = {}
         first = None
         n = 0
+        if cfg.colocate:                 # GPU engines sharing the trainers' GPUs sleep through the update
+            self.sampler.pool.call_all("sleep")
         for epoch in range(cfg.ppo_epochs):
             for rows_mb in steps.mini_batches(rows, cfg.mini_batch, step_seed(cfg.seed, step) + epoch):
                 stats = self.policy.train("rl_train", steps.select({k: tensors[k] for k in policy_keys}, rows_mb), settings)
@@ -122,6 +125,8 @@ class PPOParts:
                 for key, value in stats.items():
                     if key != "rows":
                         sums[key] = sums.get(key, 0.0) + value
+        if cfg.colocate:
+            self.sampler.pool.call_all("wake_up")
         out = {key: value / max(1, n) for key, value in sums.items()}
         out["updates"] = n
         if first is not None:      # old log-probs from the trainer: the first mini-batch's ratio is 1

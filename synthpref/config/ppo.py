@@ -79,7 +79,7 @@ class PPOConfig:
     tis_cap: Optional[float] = field(default=None, metadata={"help": "truncated importance sampling: weight each token by min(pi_trainer / pi_engine, cap), for the engine-vs-trainer mismatch (needs policy.temperature 1 and top_p 1); null = off"})
     save_every: int = field(default=5, metadata={"help": "checkpoint every this many steps (a rerun resumes after the last)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (older ones are deleted)"})
-    colocate: bool = field(default=False, metadata={"help": "GPU nodes: put samplers and the policy trainer on the same GPUs, the engines sleeping during updates (vLLM sleep/wake); untested here"})
+    colocate: bool = field(default=False, metadata={"help": "GPU nodes: samplers and trainers share GPUs (fractional num_gpus, e.g. 0.5 each), the engines sleeping through each update (vLLM sleep mode); untested here (no GPU)"})
     kl: KLConfig = field(default_factory=KLConfig)
     reward: RewardShapingConfig = field(default_factory=RewardShapingConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
@@ -114,5 +114,8 @@ class PPOConfig:
             raise ConfigError("monitor: need every >= 0, patience >= 1 and prompts >= 1")
         if self.monitor.gold is not None and self.monitor.gold.mode != "pointwise":
             raise ConfigError("monitor.gold.mode: the gold jury scores every sample; set it to pointwise")
+        if self.colocate and not (self.policy.engine.num_gpus > 0 and self.train.num_gpus > 0):
+            raise ConfigError("colocate: needs GPU engines and GPU trainer ranks (policy.engine.num_gpus and "
+                              "train.num_gpus > 0, e.g. 0.5 each so Ray packs one of each per GPU)")
         if self.policy.temperature <= 0:
             raise ConfigError("policy.temperature: RL samples must be drawn at temperature > 0")

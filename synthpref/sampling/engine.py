@@ -67,7 +67,7 @@ class EngineActor:
     """Wraps `vllm.LLM`. Methods take plain lists of request dicts and never raise for one bad request."""
 
     def __init__(self, model: str, engine: EngineConfig, cores: str | None = None, logprobs_k: int = 20,
-                 weights: dict | None = None, weight_version: int = 0):
+                 weights: dict | None = None, weight_version: int = 0, sleep_mode: bool = False):
         to_log_file("engine")
         self.model = model
         self.on_gpu = engine.num_gpus > 0 or engine.tensor_parallel_size > 1
@@ -91,6 +91,8 @@ class EngineActor:
             tensor_parallel_size=engine.tensor_parallel_size,
             worker_extension_cls=weight_receiver.EXTENSION,
         )
+        if sleep_mode and self.on_gpu:               # colocated with a trainer: free the GPU during updates
+            kwargs["enable_sleep_mode"] = True
         if engine.weight_transfer == "nccl":       # vLLM's weight-transfer engine in every worker
             kwargs.update(weight_receiver.engine_kwargs())
         chunked = engine.chunked_prefill
@@ -137,6 +139,18 @@ class EngineActor:
         weight_receiver.engine_receive(self.llm, update_info)
         self.weight_version = version
         return version
+
+    def sleep(self) -> bool:
+        """Give the GPU memory back while a colocated trainer updates (vLLM sleep mode, level 1: weights
+        offloaded to CPU, KV cache dropped). A no-op for engines built without sleep mode."""
+        if getattr(self.llm.llm_engine, "vllm_config", None) and self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode:
+            self.llm.sleep(level=1)
+        return True
+
+    def wake_up(self) -> bool:
+        if getattr(self.llm.llm_engine, "vllm_config", None) and self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode:
+            self.llm.wake_up()
+        return True
 
     def first_parameter_sum(self) -> float:
         return self.llm.collective_rpc("first_parameter_sum")[0]

@@ -16,7 +16,8 @@ from synthpref.sampling.engine import EngineActor
 
 
 def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cls=EngineActor,
-                   latest_weights: Callable[[], tuple | None] = lambda: None) -> Callable[[int], Spawned]:
+                   latest_weights: Callable[[], tuple | None] = lambda: None,
+                   **actor_kwargs) -> Callable[[int], Spawned]:
     """A function that starts the engine replica of one slot. CPU engines get the slot's own cores, so N
     engines on N cores run in parallel (vLLM's default binding puts them all on core 0). A replica started
     after a weight sync (a replacement, a scale-up) loads `latest_weights()` = (object ref, version)."""
@@ -32,16 +33,16 @@ def engine_spawner(model: str, engine: EngineConfig, max_replicas: int, actor_cl
         opts["runtime_env"] = actor_env(omp_binding_env(slot_cores) if pinned else None)
         latest = latest_weights()
         extra = (20, latest[0], latest[1]) if latest else ()
-        actor = remote_cls.options(**opts).remote(model, engine, slot_cores, *extra)
+        actor = remote_cls.options(**opts).remote(model, engine, slot_cores, *extra, **actor_kwargs)
         return Spawned(actor, demand, release)
     return spawn
 
 
 def engine_pool(name: str, model: str, engine: EngineConfig, pool: PoolConfig | None = None,
                 events: Callable[[dict], None] | None = None,
-                latest_weights: Callable[[], tuple | None] = lambda: None) -> ReplicaPool:
+                latest_weights: Callable[[], tuple | None] = lambda: None, **actor_kwargs) -> ReplicaPool:
     pool = pool or PoolConfig()
-    spawn = engine_spawner(model, engine, pool.most, latest_weights=latest_weights)
+    spawn = engine_spawner(model, engine, pool.most, latest_weights=latest_weights, **actor_kwargs)
     return ReplicaPool(name, spawn, pool, events)
 
 
@@ -53,9 +54,10 @@ class SamplerGroup:
     """k completions per prompt from a group of vLLM engines, with a recorded seed for each."""
 
     def __init__(self, model: str, engine: EngineConfig, pool: PoolConfig | None = None, chunk_size: int = 256,
-                 events: Callable[[dict], None] | None = None):
+                 events: Callable[[dict], None] | None = None, sleep_mode: bool = False):
         self.latest: tuple | None = None            # (object ref of the weights, version) of the last sync
-        self.pool = engine_pool("sampler", model, engine, pool, events, lambda: self.latest)
+        self.pool = engine_pool("sampler", model, engine, pool, events, lambda: self.latest,
+                                **({"sleep_mode": True} if sleep_mode else {}))
         self.model = model
         self.chunk_size = chunk_size
 

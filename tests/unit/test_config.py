@@ -127,12 +127,11 @@ TRAIN_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
 @pytest.mark.parametrize("name", sorted(p.name for p in TRAIN_CONFIGS.glob("*.yaml")))
 def test_shipped_training_configs_are_valid(name):
-    from synthpref.config import RFTConfig, TrainRMConfig
-    if name.startswith("rm-"):
-        load_config(TrainRMConfig, TRAIN_CONFIGS / name)
-    else:
-        assert name.startswith("rft-"), "configs/train/ holds rm-*.yaml and rft-*.yaml"
-        load_config(RFTConfig, TRAIN_CONFIGS / name)
+    from synthpref.config import PPOConfig, RFTConfig, TrainRMConfig
+    kinds = {"rm-": TrainRMConfig, "rft-": RFTConfig, "ppo-": PPOConfig, "rlaif-": PPOConfig}
+    prefix = [p for p in kinds if name.startswith(p)]
+    assert prefix, f"configs/train/ holds {', '.join(f'{p}*.yaml' for p in kinds)}"
+    load_config(kinds[prefix[0]], TRAIN_CONFIGS / name)
 
 
 def test_every_job_key_has_help_and_docs_config_is_current():

@@ -8,7 +8,8 @@ from synthpref.data.shards import ShardStore
 
 def sample_rows(n, prefix="s"):
     return [{"prompt_id": "p", "sample_id": f"{prefix}{i}", "policy": "m", "text": f"t{i}", "n_tokens": i,
-             "logprob": -1.0 * i, "finish_reason": "stop", "seed": i, "dtype": "float32"}
+             "logprob": -1.0 * i, "finish_reason": "stop", "seed": i, "dtype": "float32",
+             "token_ids": [i, 2], "token_logprobs": [-0.5, -0.5]}
             for i in range(n)]
 
 
