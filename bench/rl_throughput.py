@@ -1,10 +1,10 @@
 """End-to-end RL step throughput, measured side by side in one run: synthpref's `run_ppo` vs TRL 1.16.
 
   1. RLOO: synthpref (estimator rloo, KL k1 summed per sequence and taken off the reward) vs TRL's RLOOTrainer
-     (which does the same with its beta).
+     (which does the same with its beta; its clipped ratio is per sequence, synthpref's per token: same work).
   2. GRPO: synthpref (estimator grpo, k3 KL in the loss, token-mean loss) vs TRL's GRPOTrainer (beta in the
      loss as k3, loss_type dapo = token-mean, rewards scaled by the group std).
-Same tiny Llama (synthpref.models.tiny defaults unless told), the demo prompts (conversational for TRL), 16
+Same tiny Llama (synthpref.models.tiny's defaults, or --size 25m), the demo prompts (conversational for TRL), 16
 prompts x 8 completions per step, 16 new tokens at temperature 1, beta 0.05, lr 1e-3 (constant), one
 clipped update of all 128 completions per step (num_iterations 1), fp32 pinned everywhere, the same reward
 function on both sides (tests.rule_judges:low_id_rate, TRL's reward-function signature). TRL runs in a child
@@ -16,7 +16,8 @@ completions/s = completions of steps 2..N / their wall time (synthpref: the step
 callback's on_step_begin..on_step_end). Startup (Ray, engines, DeepSpeed, model loads) is shown apart.
 Timings are printed, never asserted; these machines are noisy, read the ratios.
 
-    .venv/bin/python bench/rl_throughput.py [--steps 8] [--skip rloo|grpo] [--trl-backend auto] [--json out.json]
+    .venv/bin/python bench/rl_throughput.py [--steps 8] [--size tiny|25m] [--skip rloo|grpo] [--trl-backend auto]
+                                            [--json out.json]
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 THREADS = 2
 REWARD = "tests.rule_judges:low_id_rate"
+SIZES = {"tiny": {}, "25m": {"hidden_size": 512, "num_layers": 8, "num_heads": 8, "intermediate_size": 1376}}
 PHASES = ("generate", "reward", "old_logprobs", "reference", "values", "update", "sync")
 
 
@@ -70,7 +72,8 @@ def synthpref_run(kind: str, model: str, data: str, work: Path, args) -> dict:
             "outside_steps_s": total - sum(r["step_s"] for r in steps), "dtypes": report["dtypes"],
             "phases_s": {p: (sum(r[f"time_{p}_s"] for r in timed) / len(timed) if f"time_{p}_s" in timed[0] else None)
                          for p in PHASES},
-            "step_s": secs / len(timed), "reward_first_last": (steps[0]["reward_raw"], steps[-1]["reward_raw"])}
+            "step_s": secs / len(timed), "steps_s": [r["step_s"] for r in steps],
+            "reward_first_last": (steps[0]["reward_raw"], steps[-1]["reward_raw"])}
 
 
 def trl_child(args) -> None:
@@ -115,7 +118,7 @@ def trl_child(args) -> None:
     secs = sum(steps[1:])
     Path(args.out).write_text(json.dumps({
         "completions_per_s": (len(steps) - 1) * args.prompts * args.k / secs, "timed_steps": len(steps) - 1,
-        "seconds": secs, "step_s": secs / (len(steps) - 1), "outside_steps_s": total - sum(steps),
+        "seconds": secs, "step_s": secs / (len(steps) - 1), "steps_s": steps, "outside_steps_s": total - sum(steps),
         "reward_first_last": (rewards[0], rewards[-1]), "dtype": str(trainer.model.dtype), "threads": torch.get_num_threads()}))
 
 
@@ -126,25 +129,31 @@ def trl_run(kind: str, model: str, work: Path, args, backend: str) -> dict:
     cmd = [sys.executable, __file__, "--trl-child", kind, "--trl-backend", backend, "--model", model, "--out", str(out)]
     cmd += [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("steps", "prompts", "k", "max_tokens", "beta", "lr", "seed")]
     with open(log, "w") as fh:
-        rc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, timeout=args.trl_timeout).returncode
+        try:
+            rc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, timeout=args.trl_timeout).returncode
+        except subprocess.TimeoutExpired:
+            return {"error": f"ran past --trl-timeout {args.trl_timeout} s (log {log})"}
     if rc == 0 and out.exists():
         return json.loads(out.read_text())
     lines = [ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
     errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-    return {"error": (errors or lines or ["no output"])[-1][:300] + f" (exit {rc}; log {log})"}
+    hint = next((ln[ln.index("TRL currently"):] for ln in lines if "TRL currently supports vLLM" in ln), "")
+    return {"error": (errors or lines or ["no output"])[-1][:300] + f" (exit {rc}; log {log})" + (f"; {hint}" if hint else "")}
 
 
 def print_tables(r: dict) -> None:
     from synthpref.models.precision import machine_line
     print(f"\n{machine_line(r['machine'])}")
     print(f"dtype: float32 pinned on both sides (trainers and samplers; 'auto' would pick {r['machine']['auto_dtype']} here)")
-    print(f"tiny Llama hidden {r['hidden']}, {r['layers']} layers; {r['prompts']} prompts x {r['k']} completions per step, "
-          f"{r['max_tokens']} new tokens, beta {r['beta']}, lr {r['lr']}, {r['steps']} steps (step 1 = warm-up, left out)")
+    size = SIZES[r["size"]]
+    print(f"Llama hidden {size.get('hidden_size', 128)}, {size.get('num_layers', 2)} layers; {r['prompts']} prompts x "
+          f"{r['k']} completions per step, {r['max_tokens']} new tokens, beta {r['beta']}, lr {r['lr']}, "
+          f"{r['steps']} steps (step 1 = warm-up, left out)")
     print(f"TRL {r['trl']} generation backend: {r['trl_backend']}")
     for reason in r.get("trl_vllm_failed", []):
         print(f"  TRL vLLM colocate failed: {reason}")
     print(f"synthpref: 1 vLLM CPU engine + policy/reference trainers of {r['train_cpus']} threads; TRL: {THREADS} threads\n")
-    rows, header = [], ("algorithm", "synthpref compl/s", "TRL compl/s", "synthpref/TRL", "target", "outside steps s (sp / TRL)")
+    rows, header = [], ("algorithm", "synthpref compl/s", "TRL compl/s", "synthpref/TRL", "target", "outside steps s: sp / TRL")
     for kind in ("rloo", "grpo"):
         if kind not in r:
             continue
@@ -189,9 +198,8 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.05, help="KL coefficient, both sides")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (constant), both sides")
     parser.add_argument("--seed", type=int, default=0, help="model and sampling seed")
-    parser.add_argument("--hidden", type=int, default=128, help="hidden size of the tiny Llama")
-    parser.add_argument("--layers", type=int, default=2, help="layers of the tiny Llama")
-    parser.add_argument("--heads", type=int, default=2, help="attention heads (hidden / heads >= 32)")
+    parser.add_argument("--size", default="tiny", choices=sorted(SIZES), help="tiny: build_tiny_model's defaults "
+                        "(hidden 128, 2 layers, 2 heads); 25m: STACK.md's size (hidden 512, 8 layers, 8 heads)")
     parser.add_argument("--train-cpus", type=int, default=THREADS, help="threads of each synthpref trainer rank")
     parser.add_argument("--trl-backend", default="auto", choices=["auto", "vllm", "transformers"],
                         help="TRL generation: auto tries vLLM colocate, then transformers' generate")
@@ -212,11 +220,10 @@ def main() -> None:
     from synthpref.models.precision import machine
     from synthpref.models.tiny import build_tiny_model
     work = Path(tempfile.mkdtemp(prefix="rl_throughput-"))
-    model = str(build_tiny_model(work / "policy", seed=args.seed, hidden_size=args.hidden, num_layers=args.layers,
-                                 num_heads=args.heads))
+    model = str(build_tiny_model(work / "policy", seed=args.seed, **SIZES[args.size]))
     data = work / "prompts.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in prompt_rows(args)))
-    r: dict = {**{k: getattr(args, k) for k in ("hidden", "layers", "prompts", "k", "max_tokens", "beta", "lr", "steps",
+    r: dict = {**{k: getattr(args, k) for k in ("size", "prompts", "k", "max_tokens", "beta", "lr", "steps",
                                                 "train_cpus")}, "trl": trl.__version__, "machine": machine()}
     backend = "transformers" if args.trl_backend == "transformers" else "vllm"
     for kind in ("rloo", "grpo"):

@@ -115,10 +115,12 @@ class PPOParts:
             self.sampler.pool.call_all("sleep")
         for epoch in range(cfg.ppo_epochs):
             for rows_mb in steps.mini_batches(rows, cfg.mini_batch, step_seed(cfg.seed, step) + epoch):
-                stats = self.policy.train("rl_train", steps.select({k: tensors[k] for k in policy_keys}, rows_mb), settings)
-                if self.critic is not None:
-                    stats.update(self.critic.train("rl_train", steps.select({k: tensors[k] for k in critic_keys}, rows_mb),
-                                                   {"value_clip": cfg.critic.value_clip, "loss_agg": cfg.loss_agg}))
+                policy = self.policy.train_later("rl_train", steps.select({k: tensors[k] for k in policy_keys}, rows_mb),
+                                                 settings)
+                critic = (self.critic.train_later("rl_train", steps.select({k: tensors[k] for k in critic_keys}, rows_mb),
+                                                  {"value_clip": cfg.critic.value_clip, "loss_agg": cfg.loss_agg})
+                          if self.critic is not None else dict)      # the two groups step side by side
+                stats = {**policy(), **critic()}
                 if first is None:
                     first = stats
                 n += 1

@@ -125,8 +125,15 @@ class TrainerGroup:
         return ray.get([getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)])
 
     def train(self, method: str, batch: dict, *args) -> dict:
-        """One optimizer step of every rank (train_sft, train_bt, train_dpo); row-weighted mean stats."""
-        return mean_stats(self.run(method, batch, *args), rows_of(batch))
+        """One optimizer step of every rank (train_sft, train_bt, train_dpo, rl_train); row-weighted mean stats."""
+        return self.train_later(method, batch, *args)()
+
+    def train_later(self, method: str, batch: dict, *args):
+        """Start `train` and return at once; calling the result waits for the stats (so another group can
+        take its step meanwhile, e.g. the critic beside the policy)."""
+        shares = split(batch, self.world_size)
+        refs = [getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)]
+        return lambda: mean_stats(ray.get(refs), rows_of(batch))
 
     def forward(self, method: str, batch: dict, *args) -> list:
         """Per-row results (forward_logprobs, forward_scores, forward_pair_logprobs, rl_*) in batch order."""
