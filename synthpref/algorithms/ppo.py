@@ -20,7 +20,7 @@ from synthpref.algorithms import ppo_steps as steps
 from synthpref.algorithms.ppo_monitor import OverOptimisation
 from synthpref.algorithms.ppo_parts import PPOParts, checkpoint, prompts_for, resume
 from synthpref.algorithms.ppo_report import step_tables, write_report
-from synthpref.config import PPOConfig
+from synthpref.config import ConfigError, PPOConfig
 from synthpref.data.prompts import load_prompts
 from synthpref.data.quarantine import write_quarantine
 from synthpref.errors import no_usable_rows
@@ -49,7 +49,10 @@ def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
         tokenizer_or_error(cfg.policy.model, "policy.model")
         prompts, quarantined, _ = load_prompts(cfg.data, cfg.policy)
         write_quarantine(job.out / "quarantine.jsonl", quarantined)
-        held_out = prompts[-cfg.monitor.prompts:] if cfg.monitor.every and len(prompts) > cfg.monitor.prompts else []
+        if cfg.monitor.every and len(prompts) <= cfg.monitor.prompts:
+            raise ConfigError(f"monitor.prompts: {cfg.monitor.prompts} held-out prompts leave none of the "
+                              f"{len(prompts)} usable prompts of {cfg.data.path} to train on; lower it or add prompts")
+        held_out = prompts[-cfg.monitor.prompts:] if cfg.monitor.every else []
         train_prompts = prompts[:len(prompts) - len(held_out)]
         if not train_prompts:
             raise no_usable_rows("usable prompts", cfg.data.path, len(quarantined), f"listed in {job.out / 'quarantine.jsonl'}")
@@ -66,11 +69,13 @@ def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
         say(f"precision: {parts.describe_dtypes()}")
         job.log({"event": "start", "dtypes": parts.dtypes(), "prompts": len(train_prompts), "held_out": len(held_out),
                  "quarantined": len(quarantined), "resumed_after_step": done})
-        stopped, summaries = None, list(state.get("summaries", []))
+        stopped, summaries = state.get("stopped"), list(state.get("summaries", []))
+        if stopped:
+            say(f"this run was stopped at step {done}: {stopped}; writing its report")
         job.state.claim()                             # the step tables are this run's first output
         bar = progress(cfg.steps, "PPO steps", "step", cfg.progress)
         bar.update(done)
-        for step in range(done + 1, cfg.steps + 1):
+        for step in (range(done + 1, cfg.steps + 1) if not stopped else ()):
             record = one_step(parts, prompts_for(train_prompts, step, cfg.prompts_per_step), conversations, step,
                               kl_ctl, running)
             if cfg.monitor.every and step % cfg.monitor.every == 0:
@@ -81,7 +86,7 @@ def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
             bar.update(1)
             if step % cfg.save_every == 0 or step == cfg.steps or stopped:
                 checkpoint(job, parts, step, kl_coef=kl_ctl.value, running=running.__dict__, monitor=monitor.state(),
-                           summaries=summaries)
+                           summaries=summaries, stopped=stopped)
             if stopped:
                 break
         bar.close()
@@ -97,11 +102,13 @@ def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, r
     samples, errors = parts.sample(batch_prompts, step)
     spans["generate"] = (mark, time.time())
     dropped: dict[str, str] = {e["sample_id"]: f"sampling: {e['error']}" for e in errors}
-    rollouts = steps.build_rollouts(parts.tokenizer, conversations, samples, cfg.train.max_len, dropped)
+    rollouts = steps.build_rollouts(parts.tokenizer, conversations, samples, cfg.train.max_len, dropped,
+                                    need_engine_logprobs=cfg.old_logprobs == "engine" or bool(cfg.tis_cap))
     if rollouts is None:
         raise RuntimeError(f"step {step}: no completion could be trained on ({len(dropped)} dropped: "
                            f"{sorted(set(dropped.values()))[:3]})")
-    waits = parts.start_token_forwards(rollouts.tensors)     # old log-probs, reference, values: meanwhile ...
+    fused = steps.old_from_update(cfg, len(rollouts.samples), kl_ctl.value)   # one update: its own log-probs are old
+    waits = parts.start_token_forwards(rollouts.tensors, old=not fused)     # old log-probs, reference, values ...
     mark = time.time()
     rewards = score_completions(parts.jury, rollouts.samples, conversations)   # ... the judges score
     spans["reward"] = (mark, time.time())
@@ -113,7 +120,7 @@ def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, r
         dropped[sid] = f"reward: {reason}"
     rewarded = [i for i, s in enumerate(rollouts.samples) if s["sample_id"] in rewards.value]
     record = {"step": step, "samples": len(samples), "sampling_errors": len(errors),
-              "reward_failed": len(rewards.failed), "dropped": len(dropped)}
+              "reward_failed": len(rewards.failed)}
     if not rewarded:
         raise RuntimeError(f"step {step}: every completion lost its reward ({len(rewards.failed)} judge failures, "
                            f"e.g. {next(iter(rewards.failed.values()), '')})")
@@ -121,32 +128,38 @@ def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, r
     token = steps.select(token, rewarded)
     raw = [rewards.value[s["sample_id"]] for s in sub.samples]
     shaped = steps.shape_rewards(raw, sub.samples, cfg.reward, running)
-    old_logp = sub.tensors["engine_logp"] if cfg.old_logprobs == "engine" else token["old_logprobs"]
+    old = token.get("old_logprobs")
+    old_logp = sub.tensors["engine_logp"] if cfg.old_logprobs == "engine" else old
     mask = sub.mask
-    kl_tok = steps.kl_tokens(token["old_logprobs"], token.get("reference"), cfg.kl.estimator, mask)
-    kl_k1 = steps.kl_tokens(token["old_logprobs"], token.get("reference"), "k1", mask).sum(-1)
+    kl_tok = steps.kl_tokens(old, token.get("reference"), cfg.kl.estimator, mask)
     adv = steps.compute_advantages(cfg, sub, shaped, kl_tok, kl_ctl.value, token.get("values"))
     record["dropped_groups"] = adv.dropped_groups
     for i in sorted(set(range(len(sub.samples))) - set(adv.keep)):
         dropped[sub.samples[i]["sample_id"]] = "group_too_small: fewer than two completions of its prompt have a reward"
+    record["dropped"] = len(dropped)
+    if not adv.keep:
+        raise RuntimeError(f"step {step}: no completion is left to train on ({len(dropped)} dropped, e.g. "
+                           f"{next(iter(dropped.values()), '')})")
     update_rows = adv.keep
-    tensors = {**sub.tensors, "old_logp": old_logp, "advantages": adv.advantages,
+    tensors = {**sub.tensors, **({"old_logp": old_logp} if old_logp is not None else {}), "advantages": adv.advantages,
                **({"ref_logp": token["reference"]} if "reference" in token else {}),
                **({"returns": adv.returns, "old_values": token["values"]} if adv.returns is not None else {})}
     mark = time.time()
-    update = parts.update(tensors, update_rows, step, kl_ctl.value)
+    update = parts.update(tensors, update_rows, step, kl_ctl.value, old_is_current=fused)
     spans["update"] = (mark, time.time())
     mark = time.time()
     sync = parts.sync(step)
     spans["sync"] = (mark, time.time())
-    gap = (token["old_logprobs"] - sub.tensors["engine_logp"]).abs() * mask
     n_tokens = int(mask.sum())
+    gap = (old - sub.tensors["engine_logp"]).abs() * mask if old is not None else None
     record.update({
         "reward_raw": sum(raw) / len(raw), "reward_shaped": sum(shaped) / len(shaped),
-        "kl": float(kl_k1.mean()), "kl_coef": kl_ctl.value, "response_length": float(mask.sum(-1).mean()),
+        "kl": (float(steps.kl_tokens(old, token["reference"], "k1", mask).sum(-1).mean()) if old is not None
+               else update["kl_k1_seq"]), "kl_coef": kl_ctl.value, "response_length": float(mask.sum(-1).mean()),
         "eos_fraction": sum(s["finish_reason"] == "stop" for s in sub.samples) / len(sub.samples),
         "trained_rows": len(update_rows), "tokens": n_tokens,
-        "engine_trainer_logprob_gap_max": float(gap.max()), "engine_trainer_logprob_gap_mean": float(gap.sum() / max(1, n_tokens)),
+        **({"engine_trainer_logprob_gap_max": float(gap.max()), "engine_trainer_logprob_gap_mean": float(gap.sum() / max(1, n_tokens))}
+           if gap is not None else {}),
         **update, "sync_s": sync["total_s"],
         **({"explained_variance": explained_variance(token["values"], adv.returns, mask)} if adv.returns is not None else {}),
     })
@@ -181,7 +194,7 @@ def evaluate(parts: PPOParts, held_out, conversations, step: int, monitor: OverO
     parts.metrics.scalars("eval", step, {k: v for k, v in {**entry, "diverging_streak": verdict["streak"]}.items()
                                          if v is not None})
     if verdict["new_best"]:
-        parts.policy.save_pretrained(parts.job.out / "best_policy")
+        parts.save_best_policy()
         parts.job.log({"event": "best_gold", "step": step, "gold": entry["gold"]})
     if verdict["diverging"]:
         message = monitor.message()

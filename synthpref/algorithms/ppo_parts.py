@@ -82,13 +82,14 @@ class PPOParts:
         return self.sampler.sample(prompts, k, p.max_tokens, temperature, p.top_p, step_seed(self.cfg.seed, step),
                                    policy_name=p.model)
 
-    def start_token_forwards(self, tensors: dict) -> dict:
-        """Old log-probs (policy), reference log-probs and values (critic) of the rollouts, started at once;
-        returns {name: wait() -> (rows, span)}."""
+    def start_token_forwards(self, tensors: dict, old: bool = True) -> dict:
+        """Old log-probs (policy; unless the update takes its own), reference log-probs and values (critic)
+        of the rollouts, started at once; returns {name: wait() -> (rows, span)}."""
         t = self.cfg.policy.temperature
         batch = {k: tensors[k] for k in ("input_ids", "attention_mask", "response_mask")}
-        waits = {"old_logprobs": self.policy.forward_later("rl_logprobs", batch, t),
-                 "reference": self.reference.forward_later("rl_logprobs", batch, t)}
+        waits = {"reference": self.reference.forward_later("rl_logprobs", batch, t)}
+        if old:
+            waits["old_logprobs"] = self.policy.forward_later("rl_logprobs", batch, t)
         if self.critic is not None:
             waits["values"] = self.critic.forward_later("rl_values", batch)
         return waits
@@ -100,13 +101,15 @@ class PPOParts:
                 "kl_in_loss": cfg.kl.placement == "loss" and kl_coef > 0, "kl_estimator": cfg.kl.estimator,
                 "kl_coef": kl_coef}
 
-    def update(self, tensors: dict, rows: list[int], step: int, kl_coef: float) -> dict:
-        """`ppo_epochs` passes of mini-batches over `rows`: the policy's clipped step, and the critic's."""
+    def update(self, tensors: dict, rows: list[int], step: int, kl_coef: float, old_is_current: bool = False) -> dict:
+        """`ppo_epochs` passes of mini-batches over `rows`: the policy's clipped step, and the critic's.
+        `old_is_current`: the one update takes its own log-probs, detached, as the old ones."""
         cfg = self.cfg
-        settings = self.policy_settings(kl_coef)
-        policy_keys = ["input_ids", "attention_mask", "response_mask", "old_logp", "advantages"]
-        policy_keys += ["ref_logp"] if settings["kl_in_loss"] else []
-        policy_keys += ["engine_logp"] if cfg.tis_cap else []
+        settings = {**self.policy_settings(kl_coef), "old_is_current": old_is_current}
+        policy_keys = ["input_ids", "attention_mask", "response_mask", "advantages"]
+        policy_keys += [] if old_is_current else ["old_logp"]
+        policy_keys += ["ref_logp"] if settings["kl_in_loss"] or old_is_current else []
+        policy_keys += ["engine_logp"] if cfg.tis_cap or old_is_current else []
         critic_keys = ["input_ids", "attention_mask", "response_mask", "old_values", "returns"]
         sums: dict = {}
         first = None
@@ -125,11 +128,11 @@ class PPOParts:
                     first = stats
                 n += 1
                 for key, value in stats.items():
-                    if key != "rows":
-                        sums[key] = sums.get(key, 0.0) + value
+                    if key != "rows":          # means over mini-batches; the largest of the *_max ones
+                        sums[key] = max(sums.get(key, value), value) if "max" in key else sums.get(key, 0.0) + value
         if cfg.colocate:
             self.sampler.pool.call_all("wake_up")
-        out = {key: value / max(1, n) for key, value in sums.items()}
+        out = {key: (value if "max" in key else value / max(1, n)) for key, value in sums.items()}
         out["updates"] = n
         if first is not None:      # old log-probs from the trainer: the first mini-batch's ratio is 1
             out["first_ratio_mean"] = first["ratio_mean"]
@@ -142,6 +145,18 @@ class PPOParts:
         if set(stats["engine_versions"]) != {version}:
             raise RuntimeError(f"weight sync: engines report versions {stats['engine_versions']}, expected {version}")
         return stats
+
+    def save_best_policy(self) -> None:
+        """best_policy/ (Hugging Face format), replaced whole: written beside it, then renamed into place."""
+        out = self.job.out
+        partial, old = out / "best_policy.partial", out / "best_policy.old"
+        shutil.rmtree(partial, ignore_errors=True)
+        self.policy.save_pretrained(partial)
+        if (out / "best_policy").exists():
+            shutil.rmtree(old, ignore_errors=True)
+            (out / "best_policy").rename(old)
+        partial.rename(out / "best_policy")
+        shutil.rmtree(old, ignore_errors=True)
 
     def eval_kl(self, rollouts) -> float:
         """Mean over sequences of the summed k1 KL(policy || reference), nats per sequence."""
@@ -179,7 +194,8 @@ def resume(job: JobRuntime, parts: PPOParts) -> tuple[int, dict]:
     """(last checkpointed step, the driver's saved state); trainers and samplers are put back at that step
     and the metrics of steps after it (done again now) are removed, so every step is recorded once."""
     done = job.state.finished
-    state = {k: job.state.get(k) for k in ("kl_coef", "running", "monitor", "summaries") if job.state.get(k) is not None}
+    state = {k: job.state.get(k) for k in ("kl_coef", "running", "monitor", "summaries", "stopped")
+             if job.state.get(k) is not None}
     if done:
         root = job.out / "checkpoints"
         parts.policy.load_checkpoint(root / "policy", f"step{done}")

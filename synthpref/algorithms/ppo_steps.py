@@ -26,7 +26,7 @@ class Rollouts:
 
 
 def build_rollouts(tokenizer, conversations: dict[str, list[dict]], samples: list[dict], max_len: int,
-                   dropped: dict[str, str]) -> Rollouts | None:
+                   dropped: dict[str, str], need_engine_logprobs: bool = False) -> Rollouts | None:
     """The exact ids each sampler produced after its rendered prompt; samples that cannot be trained on
     (no tokens, prompt + response over max_len) go to `dropped` with the reason."""
     kept, prompts, responses = [], [], []
@@ -35,6 +35,9 @@ def build_rollouts(tokenizer, conversations: dict[str, list[dict]], samples: lis
         prompt = chat_prompt_ids(tokenizer, conversations[s["prompt_id"]])
         if not ids:
             dropped[s["sample_id"]] = "empty_response: the sampler produced no tokens"
+            continue
+        if need_engine_logprobs and len(s.get("token_logprobs") or []) != len(ids):
+            dropped[s["sample_id"]] = "no_engine_logprobs: the sampler returned no log-prob for its tokens"
             continue
         if len(prompt) + len(ids) > max_len:
             dropped[s["sample_id"]] = f"too_long: {len(prompt)} prompt + {len(ids)} response tokens > train.max_len {max_len}"
@@ -50,7 +53,7 @@ def build_rollouts(tokenizer, conversations: dict[str, list[dict]], samples: lis
     attention = torch.zeros((n, width_p + width_r), dtype=torch.long)
     response_mask = torch.zeros((n, width_r), dtype=torch.float32)
     engine_logp = torch.zeros((n, width_r), dtype=torch.float32)
-    for i, (p, r, s) in enumerate(zip(prompts, responses, kept)):
+    for i, (p, r, s) in enumerate(zip(prompts, responses, kept)):   # (engine log-probs: 0 where absent)
         input_ids[i, width_p - len(p):width_p] = torch.tensor(p)
         input_ids[i, width_p:width_p + len(r)] = torch.tensor(r)
         attention[i, width_p - len(p):width_p + len(r)] = 1
@@ -85,17 +88,18 @@ class RunningStats:
 
 
 def shape_rewards(raw: list[float], samples: list[dict], shaping, running: RunningStats) -> list[float]:
-    """The mitigations for RL on synthetic rewards, in order: the no-EOS penalty replaces the reward of a
-    completion cut at max_tokens; a length penalty or per-token normalisation; running mean/std
+    """The mitigations for RL on synthetic rewards, in order: per-token normalisation and a length penalty;
+    the no-EOS penalty replacing the reward of a completion cut at max_tokens; running mean/std
     normalisation (the stats include this batch); clipping."""
     out = []
     for r, s in zip(raw, samples):
         n = max(1, s["n_tokens"])
-        if shaping.no_eos_penalty is not None and s["finish_reason"] == "length":
-            r = shaping.no_eos_penalty
         if shaping.length_normalise:
             r = r / n
-        out.append(r - shaping.length_penalty * n)
+        r = r - shaping.length_penalty * n
+        if shaping.no_eos_penalty is not None and s["finish_reason"] == "length":
+            r = shaping.no_eos_penalty          # as it is: neither divided by the length nor penalised for it
+        out.append(r)
     if shaping.normalise:
         running.update(out)
         out = [(r - running.mean) / (running.std + 1e-8) for r in out]
@@ -143,16 +147,29 @@ def compute_advantages(cfg, rollouts: Rollouts, scores: list[float], kl_tokens: 
     return Advantages(sequence_to_tokens(per_seq, mask), None, None, keep, dropped)
 
 
+def old_from_update(cfg, rollouts: int, kl_coef: float) -> bool:
+    """Whether a step's old log-probs can be the update's own (detached): with one optimizer step per RL
+    step (one epoch, one mini-batch) the policy has not moved when it is taken, so a separate pass would
+    compute the same numbers. Not when they are needed before the update: KL in the reward, truncated
+    importance sampling (its weights compare them with the engine's), or the engine's chosen instead."""
+    single = cfg.ppo_epochs == 1 and cfg.mini_batch >= rollouts
+    kl_in_reward = cfg.kl.placement == "reward" and kl_coef > 0
+    return single and cfg.old_logprobs == "trainer" and not kl_in_reward and not cfg.tis_cap
+
+
 def kl_tokens(policy_logp: torch.Tensor, ref_logp: torch.Tensor | None, estimator: str, mask: torch.Tensor) -> torch.Tensor:
-    if ref_logp is None:
+    if ref_logp is None or policy_logp is None:
         return torch.zeros_like(mask)
     return kl_per_token(policy_logp, ref_logp, estimator, mask)
 
 
 def mini_batches(rows: list[int], size: int, seed: int) -> list[list[int]]:
+    """The rows in a seeded order, cut into ceil(n / size) mini-batches of equal size (within one), so no
+    optimizer step is taken on a stray remainder of a few rows."""
     order = list(rows)
     random.Random(seed).shuffle(order)
-    return [order[i:i + size] for i in range(0, len(order), size)]
+    count = -(-len(order) // max(1, size))
+    return [order[k * len(order) // count:(k + 1) * len(order) // count] for k in range(count)]
 
 
 def select(tensors: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:

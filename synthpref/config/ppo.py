@@ -117,5 +117,17 @@ class PPOConfig:
         if self.colocate and not (self.policy.engine.num_gpus > 0 and self.train.num_gpus > 0):
             raise ConfigError("colocate: needs GPU engines and GPU trainer ranks (policy.engine.num_gpus and "
                               "train.num_gpus > 0, e.g. 0.5 each so Ray packs one of each per GPU)")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1) or self.clip_eps <= 0:
+            raise ConfigError("gamma and lam: must be in [0, 1]; clip_eps: must be > 0")
+        if self.critic.value_clip is not None and self.critic.value_clip <= 0:
+            raise ConfigError("critic.value_clip: must be > 0 (or null)")
+        if self.kl.target is not None and self.kl.coef <= 0:
+            raise ConfigError("kl.coef: adaptive KL (kl.target) multiplies the coefficient, so it must start > 0")
+        if self.tis_cap is not None and self.old_logprobs == "engine":
+            raise ConfigError("tis_cap: with old_logprobs: engine the ratio of trainer to engine is the PPO ratio "
+                              "itself; use tis_cap with old_logprobs: trainer")
+        if self.mini_batch < self.train.world_size:
+            raise ConfigError(f"mini_batch: {self.mini_batch} rollouts cannot give each of train.world_size "
+                              f"{self.train.world_size} ranks one")
         if self.policy.temperature <= 0:
             raise ConfigError("policy.temperature: RL samples must be drawn at temperature > 0")

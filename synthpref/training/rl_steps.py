@@ -16,6 +16,17 @@ from synthpref.training.policy_losses import (aggregate, clipped_surrogate, clip
                                               truncated_is_weights)
 
 
+def in_chunks(forward, t: dict, rows: int) -> list[torch.Tensor]:
+    """Per-row results of `forward` run over `rows` rows at a time (bounded memory: a forward pass over a
+    whole rollout batch would hold its [B, R, vocab] logits at once), on the CPU, in order."""
+    n = t["response_mask"].shape[0]
+    out: list[torch.Tensor] = []
+    for start in range(0, n, max(1, rows)):
+        part = {k: (v[start:start + rows] if v.dim() else v) for k, v in t.items()}
+        out.extend(forward(part).cpu().unbind(0))
+    return out
+
+
 def token_logprobs(model, t: dict, temperature: float) -> torch.Tensor:
     """[B, R] log-probs of the response tokens, no gradient."""
     with torch.no_grad():
@@ -38,19 +49,29 @@ def policy_loss(model, t: dict, settings: dict) -> tuple[torch.Tensor, dict]:
     mask = t["response_mask"]
     logits = rollout_logits(model, t["input_ids"], t["attention_mask"], mask.shape[1])
     logp = rollout_token_logprobs(logits, t["input_ids"], settings["temperature"])
+    old = logp.detach() if settings.get("old_is_current") else t["old_logp"]
     weights = None
     if settings.get("tis_cap"):
-        weights = truncated_is_weights(t["old_logp"], t["engine_logp"], mask, settings["tis_cap"])
-    loss, stats = clipped_surrogate(logp, t["old_logp"], t["advantages"], mask, settings["clip_eps"],
+        weights = truncated_is_weights(old, t["engine_logp"], mask, settings["tis_cap"])
+    loss, stats = clipped_surrogate(logp, old, t["advantages"], mask, settings["clip_eps"],
                                     settings.get("dual_clip"), settings["loss_agg"], weights)
+    if settings.get("old_is_current") and "engine_logp" in t:     # the engine-vs-trainer gap, from this pass
+        gap = (old - t["engine_logp"]).abs() * mask
+        stats["engine_trainer_logprob_gap_max"] = float(gap.max())
+        stats["engine_trainer_logprob_gap_mean"] = float(gap.sum() / mask.sum().clamp(min=1))
+    if "ref_logp" in t:           # k1 KL to the reference, nats per sequence, of the policy before this step
+        stats["kl_k1_seq"] = float(((old - t["ref_logp"]) * mask).sum(-1).mean())
     stats["pg_loss"] = float(loss.detach())
     if settings.get("kl_in_loss"):
         kl = aggregate(kl_per_token(logp, t["ref_logp"], settings["kl_estimator"], mask), mask, settings["loss_agg"])
         loss = loss + settings["kl_coef"] * kl
         stats["kl_loss"] = float(kl.detach())
-    entropy = aggregate(entropy_from_logits(logits), mask, "token-mean")
     if settings.get("entropy_coef"):
+        entropy = aggregate(entropy_from_logits(logits), mask, "token-mean")
         loss = loss - settings["entropy_coef"] * entropy
+    else:                                    # reported only: no graph through the full-vocabulary softmax
+        with torch.no_grad():
+            entropy = aggregate(entropy_from_logits(logits.detach()), mask, "token-mean")
     stats["entropy"] = float(entropy.detach())
     return loss * t.get("weight", 1.0), stats
 

@@ -107,6 +107,7 @@ class TrainerActor:
             net = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
         stage = train.zero_stage
         self.role, self.stage, self._center = role, stage, train.center_coef
+        self.micro_batch = train.micro_batch          # rows per forward pass of the forward-only RL passes
         config = deepspeed_config(stage, train.micro_batch, bf16)
         if role == "reference":                     # frozen: no optimizer, ZeRO-3 still shards it
             net.requires_grad_(False)
@@ -190,7 +191,8 @@ class TrainerActor:
 
         from synthpref.training import rl_steps
         start = time.time()
-        rows = list(rl_steps.token_logprobs(self.engine, _tensors(batch, self.device), temperature).cpu().unbind(0))
+        rows = rl_steps.in_chunks(lambda t: rl_steps.token_logprobs(self.engine, t, temperature),
+                                  _tensors(batch, self.device), self.micro_batch)
         return {"rows": rows, "span": (start, time.time())}
 
     def rl_values(self, batch: dict) -> dict:
@@ -200,7 +202,8 @@ class TrainerActor:
         from synthpref.training import rl_steps
         start = time.time()
         with torch_no_grad():
-            rows = list(rl_steps.token_values(self.engine, _tensors(batch, self.device)).cpu().unbind(0))
+            rows = rl_steps.in_chunks(lambda t: rl_steps.token_values(self.engine, t), _tensors(batch, self.device),
+                                      self.micro_batch)
         return {"rows": rows, "span": (start, time.time())}
 
     def rl_train(self, batch: dict, settings: dict) -> dict:

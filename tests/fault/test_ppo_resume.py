@@ -140,5 +140,5 @@ def test_judges_overlap_the_reference_pass_and_the_first_ratio_is_one(resumed_ru
         assert max(r0, f0) < min(r1, f1), e["spans"]          # the two intervals overlap
     for e in (e for e in resumed_run["events"] if e["event"] == "ppo"):
         assert e["first_ratio_max_dev"] < 1e-5 and e["first_clip_fraction"] == 0.0
-        assert e["engine_trainer_logprob_gap_max"] >= 0.0 and "time_sync_s" in e
+        assert e["engine_trainer_logprob_gap_max"] < 0.5 and "time_sync_s" in e     # bf16 or fp32 engine, fp32 trainer
     assert resumed_run["report"]["engine_trainer_logprob_gap_max"] is not None

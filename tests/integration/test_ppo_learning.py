@@ -100,7 +100,10 @@ def test_the_shared_sampler_got_its_base_weights_back(runs, fp32_sampler, prompt
 def test_the_monitor_stops_a_run_whose_gold_reward_falls_as_the_proxy_rises(tmp_path, fp32_sampler, prompts,
                                                                              tiny_model):
     from synthpref.algorithms.ppo import run_ppo
-    cfg = config(tmp_path / "hacked", prompts, tiny_model, estimator="grpo", steps=12,
+    # GRPO as veRL and TRL run it: k3 KL in the loss, one update per step, so the update's own log-probs
+    # are the old ones (no separate pass)
+    cfg = config(tmp_path / "hacked", prompts, tiny_model, estimator="grpo", steps=12, ppo_epochs=1, mini_batch=128,
+                 kl={"placement": "loss", "estimator": "k3", "coef": 0.05},
                  judging={"mode": "pointwise", "judges": [
                      {"id": "longer", "type": "function", "function": "synthpref.judging.functions:length"}]},
                  monitor={"every": 1, "prompts": 8, "patience": 2, "action": "stop",
@@ -117,3 +120,6 @@ def test_the_monitor_stops_a_run_whose_gold_reward_falls_as_the_proxy_rises(tmp_
     events = [json.loads(line) for line in (tmp_path / "hacked" / "metrics.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events if e["event"] == "over_optimisation"] == ["over_optimisation"]
     assert all({"proxy", "gold", "kl", "length"} <= set(e) for e in events if e["event"] == "eval")
+    steps = [e for e in events if e["event"] == "ppo"]
+    assert all(e["kl"] >= 0 and e["engine_trainer_logprob_gap_max"] < 1e-3 and e["kl_loss"] >= 0 for e in steps)
+    assert all("old_logprobs" not in e["spans"] for e in events if e["event"] == "ppo_phases")

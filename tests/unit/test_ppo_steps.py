@@ -43,12 +43,21 @@ def test_reward_shaping_order():
     running = steps.RunningStats()
     plain = steps.shape_rewards([1.0, 2.0], samples, RewardShapingConfig(), running)
     assert plain == [1.0, 2.0]
+    # the no-EOS penalty replaces the reward as it is (no length terms on it)
     eos = steps.shape_rewards([1.0, 2.0], samples, RewardShapingConfig(no_eos_penalty=-1.0, length_penalty=0.5), running)
-    assert eos == [-1.0 - 2.0, 2.0 - 1.0]
-    per_token = steps.shape_rewards([4.0, 2.0], samples, RewardShapingConfig(length_normalise=True, clip=0.5), running)
-    assert per_token == [0.5, 0.5]
+    assert eos == [-1.0, 2.0 - 0.5 * 2]
+    per_token = steps.shape_rewards([4.0, 3.0], samples, RewardShapingConfig(length_normalise=True), running)
+    assert per_token == [1.0, 1.5]
+    clipped = steps.shape_rewards([4.0, -3.0], samples, RewardShapingConfig(clip=0.5), running)
+    assert clipped == [0.5, -0.5]
     normed = steps.shape_rewards([1.0, 3.0], samples, RewardShapingConfig(normalise=True), running)
     assert normed == pytest.approx([-1.0, 1.0], abs=1e-6) and running.count == 2
+
+
+def test_mini_batches_are_equal_sized_and_cover_every_row_once():
+    batches = steps.mini_batches(list(range(65)), 64, seed=1)
+    assert sorted(len(b) for b in batches) == [32, 33] and sorted(r for b in batches for r in b) == list(range(65))
+    assert [len(b) for b in steps.mini_batches(list(range(64)), 64, 0)] == [64]
 
 
 def test_running_stats_match_the_whole_batch():
@@ -71,6 +80,21 @@ def test_group_estimators_drop_groups_left_with_one_member():
     kl = torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
     shaped = steps.compute_advantages(cfg, ro, [1.0, 0.0, 5.0], kl, 0.5, None)
     assert shaped.advantages[0, 0].item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("over, rollouts, fused", [
+    ({"kl": {"placement": "loss"}}, 64, True),               # one update per step: its own log-probs are old
+    ({"kl": {"placement": "loss"}}, 65, False),              # two mini-batches
+    ({"kl": {"placement": "loss"}, "ppo_epochs": 2}, 64, False),
+    ({"kl": {"placement": "reward"}}, 64, False),            # the KL-shaped reward needs them before the update
+    ({"kl": {"placement": "reward", "coef": 0.0}}, 64, True),
+    ({"kl": {"placement": "loss"}, "tis_cap": 2.0}, 64, False),
+])
+def test_old_logprobs_come_from_the_update_only_when_nothing_needs_them_before(over, rollouts, fused):
+    tree = {"data": {"path": "x"}, "policy": {"model": "m"}, "mini_batch": 64,
+            "judging": {"mode": "pointwise", "judges": [{"id": "f", "type": "function", "function": "a:b"}]}, **over}
+    cfg = validate(from_dict(PPOConfig, tree))
+    assert steps.old_from_update(cfg, rollouts, cfg.kl.coef) is fused
 
 
 def test_monitor_needs_patience_evaluations_of_gold_down_and_proxy_up():
