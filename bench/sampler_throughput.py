@@ -123,9 +123,8 @@ def main() -> None:
         print(f"\ndtype {dtype}")
         for name, values in rates.items():
             print(f"  {name:<22} {med[name]:8.1f}   ({min(values):.1f}-{max(values):.1f})")
-        for a, b in (("SamplerGroup inproc", "raw vLLM mp"), ("SamplerGroup mp", "raw vLLM mp"),
-                     ("SamplerGroup inproc", "raw vLLM inproc"), ("SamplerGroup mp", "raw vLLM mp"),
-                     ("raw vLLM inproc", "raw vLLM mp")):
+        for a, b in (("SamplerGroup inproc", "raw vLLM inproc"), ("SamplerGroup mp", "raw vLLM mp"),
+                     ("SamplerGroup inproc", "raw vLLM mp"), ("raw vLLM inproc", "raw vLLM mp")):
             print(f"  {a} / {b}: {med[a] / med[b]:.2f}x")
         best = max(("SamplerGroup inproc", "SamplerGroup mp"), key=med.get)
         print(f"  best SamplerGroup mode: {best.split()[-1]} -> {med[best] / max(med['raw vLLM mp'], med['raw vLLM inproc']):.2f}x "

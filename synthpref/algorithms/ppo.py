@@ -28,6 +28,7 @@ from synthpref.judging.jury import jury_cpus
 from synthpref.judging.preflight import preflight
 from synthpref.judging.rewards import score_completions
 from synthpref.models.loading import tokenizer_or_error
+from synthpref.models.precision import lower_precision_note
 from synthpref.monitor.console import say
 from synthpref.monitor.metrics import progress
 from synthpref.runtime.job import JobRuntime
@@ -67,6 +68,9 @@ def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
         running = steps.RunningStats(**state.get("running", {}))
         monitor = OverOptimisation.restore(cfg.monitor.patience, state.get("monitor"))
         say(f"precision: {parts.describe_dtypes()}")
+        note = lower_precision_note(parts.dtypes(), parts.models())
+        if note:
+            say(note)
         job.log({"event": "start", "dtypes": parts.dtypes(), "prompts": len(train_prompts), "held_out": len(held_out),
                  "quarantined": len(quarantined), "resumed_after_step": done})
         stopped, summaries = state.get("stopped"), list(state.get("summaries", []))

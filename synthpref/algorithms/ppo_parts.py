@@ -72,6 +72,13 @@ class PPOParts:
             parts["critic_trainer"] = self.critic.dtype
         return {**parts, **self.jury.dtypes(), **(self.gold.dtypes() if self.gold else {})}
 
+    def models(self) -> dict[str, str]:
+        """The model behind each part that reports a dtype (for the lower-precision note)."""
+        cfg = self.cfg
+        judges = [*cfg.judging.judges, *(cfg.monitor.gold.judges if cfg.monitor.gold else [])]
+        return {"policy_trainer": cfg.policy.model, "reference_trainer": cfg.policy.model, "sampler": cfg.policy.model,
+                "critic_trainer": critic_model(cfg), **{f"judge:{j.id}": j.model for j in judges if j.model}}
+
     def describe_dtypes(self) -> str:
         return describe_dtypes(self.dtypes())
 
