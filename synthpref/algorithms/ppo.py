@@ -169,7 +169,8 @@ def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, r
     })
     kl_ctl.update(record["kl"], len(sub.samples))
     record["step_s"] = time.perf_counter() - started
-    record["tokens_per_s"] = n_tokens / max(1e-9, spans["generate"][1] - spans["generate"][0])
+    generated = sum(s["n_tokens"] or 0 for s in samples)           # every sampled token, trained or not
+    record["tokens_per_s"] = generated / max(1e-9, spans["generate"][1] - spans["generate"][0])
     for name, (a, b) in spans.items():
         record[f"time_{name}_s"] = b - a
     parts.metrics.scalars("ppo", step, {k: v for k, v in record.items() if isinstance(v, (int, float))})

@@ -37,6 +37,15 @@ def critic_model(cfg) -> str:
     return reward_models[0] if reward_models else cfg.policy.model
 
 
+def same_vocabulary(policy_tokenizer, critic: str) -> None:
+    """The critic reads the policy's token ids: a critic model with another vocabulary would score
+    other tokens than the ones sampled, so it is refused, naming the key."""
+    from synthpref.config import ConfigError
+    if load_tokenizer(critic).get_vocab() != policy_tokenizer.get_vocab():
+        raise ConfigError(f"critic.model: {critic} has another tokenizer than policy.model; the critic reads the "
+                          f"policy's token ids, so start it from a model with the policy's tokenizer (or the policy)")
+
+
 class PPOParts:
     def __init__(self, job: JobRuntime, sampler=None):
         from synthpref.judging.jury import Jury
@@ -46,6 +55,8 @@ class PPOParts:
         cfg = self.cfg = job.cfg
         self.job, self.metrics = job, job.metrics
         self.tokenizer = load_tokenizer(cfg.policy.model)
+        if cfg.estimator == "gae" and critic_model(cfg) != cfg.policy.model:
+            same_vocabulary(self.tokenizer, critic_model(cfg))
         # the trainer ranks build their engines while the samplers start
         self.policy = job.own(TrainerGroup(cfg.policy.model, "policy", cfg.train, cfg.seed, wait=False))
         self.reference = job.own(TrainerGroup(cfg.policy.model, "reference", cfg.train, cfg.seed, wait=False,
