@@ -139,3 +139,31 @@ def cluster_script_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def finished_units(out) -> int:
+    """The `finished` count of a job's run.json (0 before the job claims its folder)."""
+    import json
+    from pathlib import Path
+    path = Path(out) / "run.json"
+    return json.loads(path.read_text())["finished"] if path.exists() else 0
+
+
+def kill_then_rerun(command: list[str], out, after: int, what: str):
+    """Start `command`, SIGKILL it as soon as its run has finished `after` units (iterations, steps), then
+    rerun it to the end. Returns (units finished at the kill, the rerun's CompletedProcess)."""
+    import signal
+    import subprocess
+    import time
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while finished_units(out) < after:
+        assert proc.poll() is None, f"{what}: ended before finishing {after}: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, f"{what}: did not finish {after} in 600 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    at_kill = finished_units(out)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    return at_kill, rerun

@@ -33,6 +33,7 @@ from synthpref.monitor.console import say
 from synthpref.monitor.metrics import progress
 from synthpref.runtime.job import JobRuntime
 from synthpref.training.advantages import explained_variance
+from synthpref.training.batches import select_rows
 from synthpref.training.kl import kl_controller
 
 SUMMARY_KEYS = ("step", "reward_raw", "kl", "response_length", "gold", "eval_proxy", "trained_rows", "dropped",
@@ -128,8 +129,8 @@ def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, r
     if not rewarded:
         raise RuntimeError(f"step {step}: every completion lost its reward ({len(rewards.failed)} judge failures, "
                            f"e.g. {next(iter(rewards.failed.values()), '')})")
-    sub = steps.Rollouts([rollouts.samples[i] for i in rewarded], steps.select(rollouts.tensors, rewarded))
-    token = steps.select(token, rewarded)
+    sub = steps.Rollouts([rollouts.samples[i] for i in rewarded], select_rows(rollouts.tensors, rewarded))
+    token = select_rows(token, rewarded)
     raw = [rewards.value[s["sample_id"]] for s in sub.samples]
     shaped = steps.shape_rewards(raw, sub.samples, cfg.reward, running)
     old = token.get("old_logprobs")

@@ -8,11 +8,11 @@ import shutil
 import ray
 import torch
 
-from synthpref.algorithms import ppo_steps as steps
 from synthpref.data.schema import content_id
 from synthpref.models.loading import load_tokenizer
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.runtime.job import JobRuntime
+from synthpref.training.batches import mini_batches, select_rows
 from synthpref.training.weight_sender import weight_sender
 
 
@@ -135,10 +135,10 @@ class PPOParts:
         if cfg.colocate:                 # GPU engines sharing the trainers' GPUs sleep through the update
             self.sampler.pool.call_all("sleep")
         for epoch in range(cfg.ppo_epochs):
-            for rows_mb in steps.mini_batches(rows, cfg.mini_batch, step_seed(cfg.seed, step) + epoch):
-                policy = self.policy.train_later("rl_train", steps.select({k: tensors[k] for k in policy_keys}, rows_mb),
+            for rows_mb in mini_batches(rows, cfg.mini_batch, step_seed(cfg.seed, step) + epoch):
+                policy = self.policy.train_later("rl_train", select_rows({k: tensors[k] for k in policy_keys}, rows_mb),
                                                  settings)
-                critic = (self.critic.train_later("rl_train", steps.select({k: tensors[k] for k in critic_keys}, rows_mb),
+                critic = (self.critic.train_later("rl_train", select_rows({k: tensors[k] for k in critic_keys}, rows_mb),
                                                   {"value_clip": cfg.critic.value_clip, "loss_agg": cfg.loss_agg})
                           if self.critic is not None else dict)      # the two groups step side by side
                 stats = {**policy(), **critic()}

@@ -3,7 +3,6 @@ token ids, reward shaping, KL-shaped token rewards and advantages, mini-batches.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 
 import torch
@@ -161,17 +160,3 @@ def kl_tokens(policy_logp: torch.Tensor, ref_logp: torch.Tensor | None, estimato
     if ref_logp is None or policy_logp is None:
         return torch.zeros_like(mask)
     return kl_per_token(policy_logp, ref_logp, estimator, mask)
-
-
-def mini_batches(rows: list[int], size: int, seed: int) -> list[list[int]]:
-    """The rows in a seeded order, cut into ceil(n / size) mini-batches of equal size (within one), so no
-    optimizer step is taken on a stray remainder of a few rows."""
-    order = list(rows)
-    random.Random(seed).shuffle(order)
-    count = -(-len(order) // max(1, size))
-    return [order[k * len(order) // count:(k + 1) * len(order) // count] for k in range(count)]
-
-
-def select(tensors: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
-    index = torch.tensor(rows, dtype=torch.long)
-    return {k: v.index_select(0, index) for k, v in tensors.items()}

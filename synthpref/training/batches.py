@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import random
+
 import torch
 
 from synthpref.models.loading import chat_prompt_ids
@@ -99,3 +101,18 @@ def shuffled(batches: list[list[int]], seed: int) -> list[list[int]]:
     order = list(batches)
     random.Random(seed).shuffle(order)
     return order
+
+
+def mini_batches(rows: list[int], size: int, seed: int) -> list[list[int]]:
+    """The rows in a seeded order, cut into ceil(n / size) mini-batches of equal size (within one), so no
+    optimizer step is taken on a stray remainder of a few rows."""
+    order = list(rows)
+    random.Random(seed).shuffle(order)
+    count = -(-len(order) // max(1, size))
+    return [order[k * len(order) // count:(k + 1) * len(order) // count] for k in range(count)]
+
+
+def select_rows(tensors: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+    """The given rows of every tensor of a batch, in that order."""
+    index = torch.tensor(rows, dtype=torch.long)
+    return {k: v.index_select(0, index) for k, v in tensors.items()}

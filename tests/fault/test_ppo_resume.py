@@ -4,15 +4,12 @@ driver is killed with SIGKILL after its step-2 checkpoint and rerun; one run ser
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import job_command, vllm_processes
+from tests.helpers import job_command, kill_then_rerun, vllm_processes
 
 pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("ray_session")]   # jobs join the session's Ray
 
@@ -31,11 +28,6 @@ def ppo_config(out: Path, prompts: Path, policy: str) -> dict:
             "train": {"lr": 1.0e-4, "micro_batch": 12, "max_len": 1024, "dtype": "float32"}}
 
 
-def finished(out: Path) -> int:
-    path = out / "run.json"
-    return json.loads(path.read_text())["finished"] if path.exists() else 0
-
-
 @pytest.fixture(scope="module")
 def resumed_run(tmp_path_factory, tiny_model):
     from synthpref.data.demo_prompts import demo_prompts
@@ -49,17 +41,7 @@ def resumed_run(tmp_path_factory, tiny_model):
     out = tmp / "run"
     command = job_command("ppo", ppo_config(out, prompts, tiny_model), tmp)
     before = {p.pid for p in vllm_processes()}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while finished(out) < 2:
-        assert proc.poll() is None, f"ppo ended before its first checkpoint: {proc.stderr.read()[-3000:]}"
-        assert time.time() < deadline, "ppo did not reach its step-2 checkpoint in 600 s"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)                  # the driver dies during step 3
-    proc.communicate(timeout=60)
-    at_kill = finished(out)
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    at_kill, rerun = kill_then_rerun(command, out, 2, "ppo")     # the driver dies during step 3
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"out": out, "at_kill": at_kill, "events": events, "before": before, "stdout": rerun.stdout,
             "report": json.loads((out / "report.json").read_text())}

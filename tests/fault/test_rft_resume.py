@@ -4,15 +4,12 @@ each new weight version, and TRL's trainers read what it wrote."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import job_command, vllm_processes
+from tests.helpers import job_command, kill_then_rerun, vllm_processes
 
 pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("ray_session")]   # jobs join the session's Ray
 
@@ -27,14 +24,6 @@ def rft_config(out: Path, prompts: Path, model: str) -> dict:
                       "num_cpus": 1}}
 
 
-def finished(out: Path) -> int:
-    path = out / "run.json"
-    try:
-        return json.loads(path.read_text())["finished"] if path.exists() else 0
-    except json.JSONDecodeError:      # never happens with the atomic rename; kept for a clear failure
-        return 0
-
-
 @pytest.fixture(scope="module")
 def resumed_run(tmp_path_factory, tiny_model):
     from synthpref.data.demo_prompts import write_demo_prompts
@@ -43,17 +32,7 @@ def resumed_run(tmp_path_factory, tiny_model):
     out = tmp / "run"
     command = job_command("rft", rft_config(out, write_demo_prompts(tmp / "prompts.jsonl"), tiny_model), tmp)
     before = {p.pid for p in vllm_processes()}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while finished(out) < 1:
-        assert proc.poll() is None, f"rft ended before its first iteration: {proc.stderr.read()[-3000:]}"
-        assert time.time() < deadline, "rft did not finish an iteration in 600 s"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)                      # the driver dies during iteration 2
-    proc.communicate(timeout=60)
-    at_kill = finished(out)
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    at_kill, _ = kill_then_rerun(command, out, 1, "rft")      # the driver dies during iteration 2
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"out": out, "at_kill": at_kill, "events": events, "before": before,
             "report": json.loads((out / "report.json").read_text()), "model": tiny_model}

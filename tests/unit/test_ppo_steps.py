@@ -9,6 +9,7 @@ import torch
 
 from synthpref.algorithms import ppo_steps as steps
 from synthpref.algorithms.ppo_monitor import OverOptimisation
+from synthpref.training.batches import mini_batches
 from synthpref.config import ConfigError, JudgeConfig, PPOConfig, from_dict, validate
 from synthpref.config.ppo import RewardShapingConfig
 from tests.unit.test_batches import CharTokenizer
@@ -55,9 +56,9 @@ def test_reward_shaping_order():
 
 
 def test_mini_batches_are_equal_sized_and_cover_every_row_once():
-    batches = steps.mini_batches(list(range(65)), 64, seed=1)
+    batches = mini_batches(list(range(65)), 64, seed=1)
     assert sorted(len(b) for b in batches) == [32, 33] and sorted(r for b in batches for r in b) == list(range(65))
-    assert [len(b) for b in steps.mini_batches(list(range(64)), 64, 0)] == [64]
+    assert [len(b) for b in mini_batches(list(range(64)), 64, 0)] == [64]
 
 
 def test_running_stats_match_the_whole_batch():
