@@ -156,7 +156,8 @@ def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, r
     sync = parts.sync(step)
     spans["sync"] = (mark, time.time())
     n_tokens = int(mask.sum())
-    gap = (old - sub.tensors["engine_logp"]).abs() * mask if old is not None else None
+    gap = ((old - sub.tensors["engine_logp"]).abs() * mask * sub.tensors["engine_logp_ok"].unsqueeze(-1)
+           if old is not None else None)
     record.update({
         "reward_raw": sum(raw) / len(raw), "reward_shaped": sum(shaped) / len(shaped),
         "kl": (float(steps.kl_tokens(old, token["reference"], "k1", mask).sum(-1).mean()) if old is not None

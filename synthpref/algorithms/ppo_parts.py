@@ -127,7 +127,7 @@ class PPOParts:
         policy_keys = ["input_ids", "attention_mask", "response_mask", "advantages"]
         policy_keys += [] if old_is_current else ["old_logp"]
         policy_keys += ["ref_logp"] if settings["kl_in_loss"] or old_is_current else []
-        policy_keys += ["engine_logp"] if cfg.tis_cap or old_is_current else []
+        policy_keys += ["engine_logp", "engine_logp_ok"] if cfg.tis_cap or old_is_current else []
         critic_keys = ["input_ids", "attention_mask", "response_mask", "old_values", "returns"]
         sums: dict = {}
         first = None
@@ -214,6 +214,9 @@ def resume(job: JobRuntime, parts: PPOParts) -> tuple[int, dict]:
     done = job.state.finished
     state = {k: job.state.get(k) for k in ("kl_coef", "running", "monitor", "summaries", "stopped")
              if job.state.get(k) is not None}
+    best, old_best = job.out / "best_policy", job.out / "best_policy.old"
+    if old_best.exists() and not best.exists():          # killed between save_best_policy's two renames
+        old_best.rename(best)
     if done:
         root = job.out / "checkpoints"
         parts.policy.load_checkpoint(root / "policy", f"step{done}")

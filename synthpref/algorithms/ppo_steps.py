@@ -52,15 +52,17 @@ def build_rollouts(tokenizer, conversations: dict[str, list[dict]], samples: lis
     attention = torch.zeros((n, width_p + width_r), dtype=torch.long)
     response_mask = torch.zeros((n, width_r), dtype=torch.float32)
     engine_logp = torch.zeros((n, width_r), dtype=torch.float32)
+    engine_ok = torch.zeros(n, dtype=torch.float32)               # 1 where the engine returned its log-probs
     for i, (p, r, s) in enumerate(zip(prompts, responses, kept)):   # (engine log-probs: 0 where absent)
         input_ids[i, width_p - len(p):width_p] = torch.tensor(p)
         input_ids[i, width_p:width_p + len(r)] = torch.tensor(r)
         attention[i, width_p - len(p):width_p + len(r)] = 1
         response_mask[i, :len(r)] = 1
-        if s.get("token_logprobs"):
+        if s.get("token_logprobs") and len(s["token_logprobs"]) == len(r):
             engine_logp[i, :len(r)] = torch.tensor(s["token_logprobs"], dtype=torch.float32)
+            engine_ok[i] = 1.0
     return Rollouts(kept, {"input_ids": input_ids, "attention_mask": attention, "response_mask": response_mask,
-                           "engine_logp": engine_logp})
+                           "engine_logp": engine_logp, "engine_logp_ok": engine_ok})
 
 
 @dataclass

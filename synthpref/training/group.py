@@ -144,7 +144,8 @@ class TrainerGroup:
         the result waits for (rows in batch order, (first start, last end)), so other work, e.g. the
         judges, runs meanwhile."""
         shares = split(batch, self.world_size)
-        refs = [getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)]
+        most = max(rows_of(share) for share in shares)          # every rank makes as many forward calls
+        refs = [getattr(a, method).remote(share, *args, rows_per_rank=most) for a, share in zip(self.actors, shares)]
 
         def wait():
             answers = ray.get(refs)

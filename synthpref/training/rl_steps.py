@@ -16,14 +16,25 @@ from synthpref.training.policy_losses import (aggregate, clipped_surrogate, clip
                                               truncated_is_weights)
 
 
-def in_chunks(forward, t: dict, rows: int) -> list[torch.Tensor]:
+def in_chunks(forward, t: dict, rows: int, rows_per_rank: int | None = None) -> list[torch.Tensor]:
     """Per-row results of `forward` run over `rows` rows at a time (bounded memory: a forward pass over a
-    whole rollout batch would hold its [B, R, vocab] logits at once), on the CPU, in order."""
+    whole rollout batch would hold its [B, R, vocab] logits at once), on the CPU, in order.
+
+    Every rank makes the same number of forward calls, ceil(rows_per_rank / rows), rows_per_rank being the
+    largest share of any rank: under ZeRO-3 each forward gathers parameters from all ranks, so a rank with
+    one call fewer would leave the others waiting. A rank whose rows ran out repeats its first row and
+    drops the result."""
+    rows = max(1, rows)
     n = t["response_mask"].shape[0]
+    calls = -(-max(n, rows_per_rank or 0) // rows)
     out: list[torch.Tensor] = []
-    for start in range(0, n, max(1, rows)):
-        part = {k: (v[start:start + rows] if v.dim() else v) for k, v in t.items()}
-        out.extend(forward(part).cpu().unbind(0))
+    for k in range(calls):
+        start = k * rows
+        index = slice(start, start + rows) if start < n else slice(0, 1)
+        part = {key: (v[index] if v.dim() else v) for key, v in t.items()}
+        result = forward(part)
+        if start < n:
+            out.extend(result.cpu().unbind(0))
     return out
 
 
@@ -56,7 +67,7 @@ def policy_loss(model, t: dict, settings: dict) -> tuple[torch.Tensor, dict]:
     loss, stats = clipped_surrogate(logp, old, t["advantages"], mask, settings["clip_eps"],
                                     settings.get("dual_clip"), settings["loss_agg"], weights)
     if settings.get("old_is_current") and "engine_logp" in t:     # the engine-vs-trainer gap, from this pass
-        gap = (old - t["engine_logp"]).abs() * mask
+        gap = (old - t["engine_logp"]).abs() * mask * t["engine_logp_ok"].unsqueeze(-1)
         stats["engine_trainer_logprob_gap_max"] = float(gap.max())
         stats["engine_trainer_logprob_gap_mean"] = float(gap.sum() / mask.sum().clamp(min=1))
     if "ref_logp" in t:           # k1 KL to the reference, nats per sequence, of the policy before this step

@@ -184,7 +184,7 @@ class TrainerActor:
             return self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, 0].float().tolist()
 
     # -- reinforcement learning (rl_steps.py) ---------------------------------------------------
-    def rl_logprobs(self, batch: dict, temperature: float = 1.0) -> dict:
+    def rl_logprobs(self, batch: dict, temperature: float = 1.0, rows_per_rank: int | None = None) -> dict:
         """{"rows": per-row [R] log-probs of the response tokens (policy: old log-probs; reference),
         "span": (start, end) wall-clock seconds of the work, for the phase timeline}."""
         import time
@@ -192,10 +192,10 @@ class TrainerActor:
         from synthpref.training import rl_steps
         start = time.time()
         rows = rl_steps.in_chunks(lambda t: rl_steps.token_logprobs(self.engine, t, temperature),
-                                  _tensors(batch, self.device), self.micro_batch)
+                                  _tensors(batch, self.device), self.micro_batch, rows_per_rank)
         return {"rows": rows, "span": (start, time.time())}
 
-    def rl_values(self, batch: dict) -> dict:
+    def rl_values(self, batch: dict, rows_per_rank: int | None = None) -> dict:
         """{"rows": per-row [R] values of the response tokens (critic role), "span": as rl_logprobs}."""
         import time
 
@@ -203,7 +203,7 @@ class TrainerActor:
         start = time.time()
         with torch_no_grad():
             rows = rl_steps.in_chunks(lambda t: rl_steps.token_values(self.engine, t), _tensors(batch, self.device),
-                                      self.micro_batch)
+                                      self.micro_batch, rows_per_rank)
         return {"rows": rows, "span": (start, time.time())}
 
     def rl_train(self, batch: dict, settings: dict) -> dict:

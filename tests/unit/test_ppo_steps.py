@@ -159,3 +159,19 @@ def test_config_checks_name_the_key(over, message):
             "judging": {"mode": "pointwise", "judges": [{"id": "f", "type": "function", "function": "a:b"}]}, **over}
     with pytest.raises(ConfigError, match=message):
         validate(from_dict(PPOConfig, tree))
+
+
+def test_every_rank_makes_the_same_number_of_forward_calls():
+    """ZeRO-3 gathers parameters in every forward: a rank with fewer rows still makes as many calls."""
+    from synthpref.training.rl_steps import in_chunks
+    calls = []
+
+    def forward(part):
+        calls.append(part["response_mask"].shape[0])
+        return part["response_mask"] * 2
+
+    t = {"response_mask": torch.arange(6.0).reshape(3, 2), "weight": torch.tensor(1.0)}
+    rows = in_chunks(forward, t, rows=2, rows_per_rank=5)
+    assert calls == [2, 1, 1] and torch.stack(rows).tolist() == (t["response_mask"] * 2).tolist()
+    calls.clear()
+    assert len(in_chunks(forward, t, rows=2)) == 3 and calls == [2, 1]
