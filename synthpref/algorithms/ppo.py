@@ -18,10 +18,10 @@ import torch
 
 from synthpref.algorithms import ppo_steps as steps
 from synthpref.algorithms.ppo_monitor import OverOptimisation
-from synthpref.algorithms.ppo_parts import PPOParts, checkpoint, prompts_for, resume
+from synthpref.algorithms.ppo_parts import PPOParts, checkpoint, resume
 from synthpref.algorithms.ppo_report import step_tables, write_report
 from synthpref.config import ConfigError, PPOConfig
-from synthpref.data.prompts import load_prompts
+from synthpref.data.prompts import load_prompts, prompts_for_round
 from synthpref.data.quarantine import write_quarantine
 from synthpref.errors import no_usable_rows
 from synthpref.judging.jury import jury_cpus
@@ -38,7 +38,6 @@ from synthpref.training.kl import kl_controller
 
 SUMMARY_KEYS = ("step", "reward_raw", "kl", "response_length", "gold", "eval_proxy", "trained_rows", "dropped",
                 "first_ratio_max_dev", "engine_trainer_logprob_gap_max", "step_s")
-PHASES = ("generate", "reward", "old_logprobs", "reference", "values", "update", "sync")
 
 
 def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
@@ -81,7 +80,7 @@ def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
         bar = progress(cfg.steps, "PPO steps", "step", cfg.progress)
         bar.update(done)
         for step in (range(done + 1, cfg.steps + 1) if not stopped else ()):
-            record = one_step(parts, prompts_for(train_prompts, step, cfg.prompts_per_step), conversations, step,
+            record = one_step(parts, prompts_for_round(train_prompts, step, cfg.prompts_per_step), conversations, step,
                               kl_ctl, running)
             if cfg.monitor.every and step % cfg.monitor.every == 0:
                 stopped = evaluate(parts, held_out, conversations, step, monitor, record)
@@ -177,7 +176,7 @@ def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, r
         record[f"time_{name}_s"] = b - a
     parts.metrics.scalars("ppo", step, {k: v for k, v in record.items() if isinstance(v, (int, float))})
     parts.metrics.log({"event": "ppo_phases", "step": step, "spans": spans})
-    step_tables(parts.job.out, step, samples, rollouts, rewards, raw, shaped, sub, dropped, errors)
+    step_tables(parts.job.out, step, samples, rewards, raw, shaped, sub, dropped)
     return record
 
 

@@ -8,7 +8,7 @@ import shutil
 import ray
 import torch
 
-from synthpref.data.schema import content_id
+from synthpref.data.prompts import round_seed
 from synthpref.models.loading import load_tokenizer
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.runtime.job import JobRuntime
@@ -17,16 +17,6 @@ from synthpref.training.weight_sender import weight_sender
 
 
 STEP_EVENTS = ("ppo", "ppo_phases", "eval", "best_gold", "over_optimisation")
-
-
-def prompts_for(prompts: list, step: int, per_step: int) -> list:
-    """Step s (1-based) takes the next `per_step` prompts, cycling through the set."""
-    start = (step - 1) * per_step
-    return [prompts[(start + j) % len(prompts)] for j in range(min(per_step, len(prompts)))]
-
-
-def step_seed(seed: int, step: int) -> int:
-    return int(content_id(seed, "ppo", step), 16) % (2 ** 31)
 
 
 def critic_model(cfg) -> str:
@@ -97,7 +87,7 @@ class PPOParts:
     def sample(self, prompts, step: int, greedy: bool = False) -> tuple[list[dict], list[dict]]:
         p = self.cfg.policy
         k, temperature = (1, 0.0) if greedy else (p.samples_per_prompt, p.temperature)
-        return self.sampler.sample(prompts, k, p.max_tokens, temperature, p.top_p, step_seed(self.cfg.seed, step),
+        return self.sampler.sample(prompts, k, p.max_tokens, temperature, p.top_p, round_seed(self.cfg.seed, "ppo", step),
                                    policy_name=p.model)
 
     def start_token_forwards(self, tensors: dict, old: bool = True) -> dict:
@@ -135,7 +125,7 @@ class PPOParts:
         if cfg.colocate:                 # GPU engines sharing the trainers' GPUs sleep through the update
             self.sampler.pool.call_all("sleep")
         for epoch in range(cfg.ppo_epochs):
-            for rows_mb in mini_batches(rows, cfg.mini_batch, step_seed(cfg.seed, step) + epoch):
+            for rows_mb in mini_batches(rows, cfg.mini_batch, round_seed(cfg.seed, "ppo", step) + epoch):
                 policy = self.policy.train_later("rl_train", select_rows({k: tensors[k] for k in policy_keys}, rows_mb),
                                                  settings)
                 critic = (self.critic.train_later("rl_train", select_rows({k: tensors[k] for k in critic_keys}, rows_mb),

@@ -9,8 +9,8 @@ from synthpref.data.schema import JUDGMENTS, REWARDS, SAMPLES, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
 
 
-def step_tables(out: Path, step: int, samples: list[dict], rollouts, rewards, raw: list[float], shaped: list[float],
-                trained, dropped: dict[str, str], errors: list[dict]) -> None:
+def step_tables(out: Path, step: int, samples: list[dict], rewards, raw: list[float], shaped: list[float],
+                trained, dropped: dict[str, str]) -> None:
     """steps/NNNNNN/: samples (with their token ids), judgments, rewards (raw, shaped, trained or why
     not) and the quarantine of the step's failures (empty when none, so a redone step leaves no stale one)."""
     folder = out / "steps" / f"{step:06d}"

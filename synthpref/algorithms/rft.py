@@ -15,7 +15,7 @@ from pathlib import Path
 from synthpref.algorithms import rft_steps as steps
 from synthpref.config import RFTConfig
 from synthpref.data.pairs import group_by_prompt
-from synthpref.data.prompts import load_prompts
+from synthpref.data.prompts import load_prompts, prompts_for_round, round_seed
 from synthpref.data.quarantine import write_quarantine
 from synthpref.data.schema import JUDGMENTS, PREFERENCES, SAMPLES, SFT, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
@@ -76,7 +76,7 @@ class RFTRun:
         size = t.micro_batch * t.world_size
         losses = []
         for epoch in range(1, t.epochs + 1):
-            batches = steps.sft_batches(self.tokenizer, rows, t.max_len, size, steps.iteration_seed(self.cfg.seed, iteration) + epoch,
+            batches = steps.sft_batches(self.tokenizer, rows, t.max_len, size, round_seed(self.cfg.seed, "rft", iteration) + epoch,
                                         quarantined if epoch == 1 else [], ids_of)
             bar = progress(len(batches), f"iteration {iteration} SFT epoch {epoch}", "step", self.cfg.progress)
             for batch in batches:
@@ -156,10 +156,10 @@ def run_rft(cfg: RFTConfig) -> dict:
 def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, step: int, out: Path) -> tuple[dict, int]:
     """Sample, score, keep the best, fine-tune, sync; write the iteration's tables; return its metrics."""
     cfg, started = run.cfg, time.perf_counter()
-    batch = steps.prompts_for(prompts, iteration, cfg.prompts_per_iteration)
+    batch = prompts_for_round(prompts, iteration, cfg.prompts_per_iteration)
     bar = progress(len(batch) * cfg.policy.samples_per_prompt * (1 + len(cfg.judging.judges)),
                    f"iteration {iteration}/{cfg.iterations} sample + score", "req", cfg.progress)
-    samples_of, errors = run.sample(batch, steps.iteration_seed(cfg.seed, iteration), cfg.policy.samples_per_prompt,
+    samples_of, errors = run.sample(batch, round_seed(cfg.seed, "rft", iteration), cfg.policy.samples_per_prompt,
                                     on_done=bar.update)
     judged = judge_pointwise(samples_of, conversations, run.jury, on_done=bar.update)
     bar.close()

@@ -5,19 +5,8 @@ import statistics
 from dataclasses import dataclass
 
 from synthpref.data.readers import PromptRow
-from synthpref.data.schema import content_id
 from synthpref.models.loading import pad_id
 from synthpref.training.batches import TooLong, collate, encode, length_sorted_batches, shuffled
-
-
-def prompts_for(prompts: list[PromptRow], iteration: int, per_iteration: int) -> list[PromptRow]:
-    """Iteration i (1-based) takes the next `per_iteration` prompts, cycling through the set."""
-    start = (iteration - 1) * per_iteration
-    return [prompts[(start + j) % len(prompts)] for j in range(min(per_iteration, len(prompts)))]
-
-
-def iteration_seed(seed: int, iteration: int) -> int:
-    return int(content_id(seed, "rft", iteration), 16) % (2 ** 31)
 
 
 @dataclass

@@ -53,3 +53,16 @@ def _over_long(rows: list[PromptRow], policy: PolicyConfig) -> dict[str, Quarant
                 f"{n} prompt tokens > max_model_len {policy.engine.max_model_len} - max_tokens "
                 f"{policy.max_tokens}", json.dumps({"messages": r.messages}, ensure_ascii=False)[:2000])
     return bad
+
+
+def prompts_for_round(prompts: list, round_: int, per_round: int) -> list:
+    """Round r (1-based: an rft iteration, a ppo step) takes the next `per_round` prompts, cycling through
+    the set, never one prompt twice in a round."""
+    start = (round_ - 1) * per_round
+    return [prompts[(start + j) % len(prompts)] for j in range(min(per_round, len(prompts)))]
+
+
+def round_seed(seed: int, job: str, round_: int) -> int:
+    """The seed of one round of a job (its sampling seeds and batch order derive from it)."""
+    from synthpref.data.schema import content_id
+    return int(content_id(seed, job, round_), 16) % (2 ** 31)

@@ -68,7 +68,7 @@ class Jury:
             self.pools[key] = ReplicaPool(f"judge:{jc.id}", spawn, jc.pool, self.events)
         return ModelJudge(jc, self.cfg.mode, self.pools[key], self.cfg.tie_margin)
 
-    def _run_all(self, start) -> list[list[dict]]:
+    def run_all(self, start) -> list[list[dict]]:
         """Start every judge's work, run all of it at once, return each judge's rows."""
         pending = [start(judge) for judge in self.judges]
         run_jobs([job for p in pending for job in p.jobs])
@@ -106,7 +106,7 @@ class Jury:
         rows: list[dict] = []
         by_key: dict = {}
         decisions, stats, agreement = {}, {j.id: bias.new_judge_stats() for j in self.judges}, {}
-        for judge, judged in zip(self.judges, self._run_all(lambda j: j.start_pairs(requests, on_done))):
+        for judge, judged in zip(self.judges, self.run_all(lambda j: j.start_pairs(requests, on_done))):
             for row in judged:
                 rows.append(row)
                 by_key[(row["pair_id"], judge.id, row["order"])] = row
@@ -139,7 +139,7 @@ class Jury:
         rows, scores = [], {}
         stats = {j.id: bias.new_judge_stats() for j in self.judges}
         length_of = {req.pair_id: len(req.response) for req in requests}
-        for judge, judged in zip(self.judges, self._run_all(lambda j: j.start_scores(requests, on_done))):
+        for judge, judged in zip(self.judges, self.run_all(lambda j: j.start_scores(requests, on_done))):
             rows.extend(judged)
             scores[judge.id] = {r["pair_id"]: r["score"] for r in judged}
             for r in judged:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from synthpref.judging.backends import PointRequest
 from synthpref.judging.expected_score import is_rating_scale, rescale
 from synthpref.judging.verdicts import FAILED
-from synthpref.cluster.pool import run_jobs
 
 
 def judge_reward(judge, score: float) -> float:
@@ -47,11 +46,8 @@ def score_completions(jury, samples: list[dict], conversations: dict[str, list[d
     judge weight. A sample with any FAILED judgment has no reward (counted in `failed`)."""
     requests = [PointRequest(s["sample_id"], conversations[s["prompt_id"]], s["text"], s.get("token_ids"))
                 for s in samples]
-    pending = [judge.start_scores(requests, on_done) for judge in jury.judges]
-    run_jobs([job for p in pending for job in p.jobs])
     out = Rewards()
-    for judge, p in zip(jury.judges, pending):
-        rows = p.finish()
+    for judge, rows in zip(jury.judges, jury.run_all(lambda j: j.start_scores(requests, on_done))):
         out.rows.extend(rows)
         mine = out.by_judge.setdefault(judge.id, {})
         for row in rows:

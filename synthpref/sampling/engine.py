@@ -91,7 +91,8 @@ class EngineActor:
             tensor_parallel_size=engine.tensor_parallel_size,
             worker_extension_cls=weight_receiver.EXTENSION,
         )
-        if sleep_mode and self.on_gpu:               # colocated with a trainer: free the GPU during updates
+        self.sleep_mode = sleep_mode and self.on_gpu
+        if self.sleep_mode:                          # colocated with a trainer: free the GPU during updates
             kwargs["enable_sleep_mode"] = True
         if engine.weight_transfer == "nccl":       # vLLM's weight-transfer engine in every worker
             kwargs.update(weight_receiver.engine_kwargs())
@@ -143,12 +144,12 @@ class EngineActor:
     def sleep(self) -> bool:
         """Give the GPU memory back while a colocated trainer updates (vLLM sleep mode, level 1: weights
         offloaded to CPU, KV cache dropped). A no-op for engines built without sleep mode."""
-        if getattr(self.llm.llm_engine, "vllm_config", None) and self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode:
+        if self.sleep_mode:
             self.llm.sleep(level=1)
         return True
 
     def wake_up(self) -> bool:
-        if getattr(self.llm.llm_engine, "vllm_config", None) and self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode:
+        if self.sleep_mode:
             self.llm.wake_up()
         return True
 

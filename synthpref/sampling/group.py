@@ -64,7 +64,8 @@ class SamplerGroup:
     def sample(self, prompts: list, k: int, max_tokens: int, temperature: float, top_p: float,
                base_seed: int, policy_name: str | None = None,
                on_done: Callable[[int], None] | None = None) -> tuple[list[dict], list[dict]]:
-        """Returns (sample rows, errors). Each prompt has `prompt_id` and `messages`."""
+        """Returns (sample rows, errors). Each prompt has `prompt_id` and `messages`; an error names the
+        sample_id the completion would have had."""
         requests, keys = [], []
         for p in prompts:
             for j in range(k):
@@ -76,7 +77,8 @@ class SamplerGroup:
         rows, errors = [], []
         for (prompt_id, j, seed), out in zip(keys, outputs):
             if "error" in out:
-                errors.append({"prompt_id": prompt_id, "index": j, "error": out["error"]})
+                errors.append({"prompt_id": prompt_id, "sample_id": content_id(prompt_id, j, seed), "index": j,
+                               "error": out["error"]})
                 continue
             version = out.get("weight_version", 0)
             name = policy_name or self.model

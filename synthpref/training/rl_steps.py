@@ -17,7 +17,7 @@ from synthpref.training.policy_losses import (aggregate, clipped_surrogate, clip
 
 
 def in_chunks(forward, t: dict, rows: int, rows_per_rank: int | None = None) -> list[torch.Tensor]:
-    """Per-row results of `forward` run over `rows` rows at a time (bounded memory: a forward pass over a
+    """Per-row results of `forward`, without gradients, run over `rows` rows at a time (bounded memory: a forward pass over a
     whole rollout batch would hold its [B, R, vocab] logits at once), on the CPU, in order.
 
     Every rank makes the same number of forward calls, ceil(rows_per_rank / rows), rows_per_rank being the
@@ -28,21 +28,20 @@ def in_chunks(forward, t: dict, rows: int, rows_per_rank: int | None = None) -> 
     n = t["response_mask"].shape[0]
     calls = -(-max(n, rows_per_rank or 0) // rows)
     out: list[torch.Tensor] = []
-    for k in range(calls):
-        start = k * rows
-        index = slice(start, start + rows) if start < n else slice(0, 1)
-        part = {key: (v[index] if v.dim() else v) for key, v in t.items()}
-        result = forward(part)
-        if start < n:
-            out.extend(result.cpu().unbind(0))
+    with torch.no_grad():                    # forward only
+        for k in range(calls):
+            start = k * rows
+            index = slice(start, start + rows) if start < n else slice(0, 1)
+            result = forward({key: (v[index] if v.dim() else v) for key, v in t.items()})
+            if start < n:
+                out.extend(result.cpu().unbind(0))
     return out
 
 
 def token_logprobs(model, t: dict, temperature: float) -> torch.Tensor:
-    """[B, R] log-probs of the response tokens, no gradient."""
-    with torch.no_grad():
-        logits = rollout_logits(model, t["input_ids"], t["attention_mask"], t["response_mask"].shape[1])
-        return rollout_token_logprobs(logits, t["input_ids"], temperature) * t["response_mask"]
+    """[B, R] log-probs of the response tokens."""
+    logits = rollout_logits(model, t["input_ids"], t["attention_mask"], t["response_mask"].shape[1])
+    return rollout_token_logprobs(logits, t["input_ids"], temperature) * t["response_mask"]
 
 
 def token_values(model, t: dict) -> torch.Tensor:

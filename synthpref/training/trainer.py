@@ -28,11 +28,6 @@ def deepspeed_config(stage: int, micro_batch: int, bf16: bool = False, clip: flo
             "bf16": {"enabled": bf16}, "gradient_clipping": clip, "steps_per_print": 10 ** 9}
 
 
-def torch_no_grad():
-    import torch
-    return torch.no_grad()
-
-
 def _tensors(batch: dict, device=None) -> dict:
     import torch
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
@@ -201,9 +196,8 @@ class TrainerActor:
 
         from synthpref.training import rl_steps
         start = time.time()
-        with torch_no_grad():
-            rows = rl_steps.in_chunks(lambda t: rl_steps.token_values(self.engine, t), _tensors(batch, self.device),
-                                      self.micro_batch, rows_per_rank)
+        rows = rl_steps.in_chunks(lambda t: rl_steps.token_values(self.engine, t), _tensors(batch, self.device),
+                                  self.micro_batch, rows_per_rank)
         return {"rows": rows, "span": (start, time.time())}
 
     def rl_train(self, batch: dict, settings: dict) -> dict:

@@ -57,6 +57,11 @@ def test_one_over_long_prompt_does_not_sink_the_batch(sampler_group):
     rows, errors = sampler_group.sample(batch, k=2, max_tokens=8, temperature=1.0, top_p=1.0, base_seed=1)
     assert len(rows) == 6
     assert len(errors) == 2 and all("prompt_too_long" in e["error"] for e in errors)
+    from synthpref.data.schema import content_id
+    from synthpref.sampling.group import sample_seed
+    # each error names the sample id its completion would have had
+    assert [e["sample_id"] for e in errors] == [content_id(e["prompt_id"], e["index"], sample_seed(1, e["prompt_id"], e["index"]))
+                                                for e in errors] and len({e["sample_id"] for e in errors}) == 2
 
 
 def test_seeded_samples_of_long_shared_prompts(sampler_group):

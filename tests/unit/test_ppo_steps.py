@@ -19,6 +19,13 @@ class PadTokenizer(CharTokenizer):
     pad_token_id, eos_token_id = 0, 1
 
 
+def ppo_config(**over) -> PPOConfig:
+    """A checked PPOConfig with a function judge; `over` replaces top-level sections and keys."""
+    tree = {"data": {"path": "x"}, "policy": {"model": "m"},
+            "judging": {"mode": "pointwise", "judges": [{"id": "f", "type": "function", "function": "a:b"}]}, **over}
+    return validate(from_dict(PPOConfig, tree))
+
+
 def sample(sid, prompt="p", ids=(5, 6), finish="stop"):
     return {"sample_id": sid, "prompt_id": prompt, "token_ids": list(ids), "token_logprobs": [-1.0] * len(ids),
             "n_tokens": len(ids), "finish_reason": finish, "text": "x"}
@@ -69,9 +76,7 @@ def test_running_stats_match_the_whole_batch():
 
 
 def test_group_estimators_drop_groups_left_with_one_member():
-    cfg = validate(from_dict(PPOConfig, {"estimator": "rloo", "data": {"path": "x"}, "policy": {"model": "m"},
-                                         "judging": {"mode": "pointwise", "judges": [{"id": "f", "type": "function",
-                                                                                      "function": "a:b"}]}}))
+    cfg = ppo_config(estimator="rloo")
     samples = [sample("a", "p"), sample("b", "p"), sample("c", "q")]
     ro = steps.Rollouts(samples, {"response_mask": torch.ones(3, 2)})
     adv = steps.compute_advantages(cfg, ro, [1.0, 0.0, 5.0], torch.zeros(3, 2), 0.0, None)
@@ -92,9 +97,7 @@ def test_group_estimators_drop_groups_left_with_one_member():
     ({"kl": {"placement": "loss"}, "tis_cap": 2.0}, 64, False),
 ])
 def test_old_logprobs_come_from_the_update_only_when_nothing_needs_them_before(over, rollouts, fused):
-    tree = {"data": {"path": "x"}, "policy": {"model": "m"}, "mini_batch": 64,
-            "judging": {"mode": "pointwise", "judges": [{"id": "f", "type": "function", "function": "a:b"}]}, **over}
-    cfg = validate(from_dict(PPOConfig, tree))
+    cfg = ppo_config(**{"mini_batch": 64, **over})
     assert steps.old_from_update(cfg, rollouts, cfg.kl.coef) is fused
 
 
@@ -155,10 +158,8 @@ def one_reward(prompts, completions, completion_ids, **kwargs):
     ({"kl": {"target": -1.0}}, "kl"),
 ])
 def test_config_checks_name_the_key(over, message):
-    tree = {"data": {"path": "x"}, "policy": {"model": "m"},
-            "judging": {"mode": "pointwise", "judges": [{"id": "f", "type": "function", "function": "a:b"}]}, **over}
     with pytest.raises(ConfigError, match=message):
-        validate(from_dict(PPOConfig, tree))
+        ppo_config(**over)
 
 
 def test_every_rank_makes_the_same_number_of_forward_calls():

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from synthpref.algorithms import rft_steps as steps
+from synthpref.data.prompts import prompts_for_round, round_seed
 from synthpref.data.readers import PromptRow
 from synthpref.monitor.diversity import distinct_n
 from synthpref.training.group import mean_stats, merge_rows, split
@@ -39,10 +40,10 @@ def test_keep_best_threshold_and_unscored_counts():
 
 def test_prompts_cycle_through_the_set_and_seeds_differ_per_iteration():
     prompts = [PromptRow(f"p{i}", [{"role": "user", "content": str(i)}], "t") for i in range(5)]
-    ids = [[p.prompt_id for p in steps.prompts_for(prompts, it, 3)] for it in (1, 2, 3)]
+    ids = [[p.prompt_id for p in prompts_for_round(prompts, it, 3)] for it in (1, 2, 3)]
     assert ids == [["p0", "p1", "p2"], ["p3", "p4", "p0"], ["p1", "p2", "p3"]]
-    assert len(steps.prompts_for(prompts, 1, 50)) == 5                # never a prompt twice in one iteration
-    assert steps.iteration_seed(0, 1) != steps.iteration_seed(0, 2) == steps.iteration_seed(0, 2)
+    assert len(prompts_for_round(prompts, 1, 50)) == 5                # never a prompt twice in one iteration
+    assert round_seed(0, "rft", 1) != round_seed(0, "rft", 2) == round_seed(0, "rft", 2) != round_seed(0, "ppo", 2)
 
 
 def test_kl_estimate_and_distinct_n_by_hand():
