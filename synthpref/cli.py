@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from synthpref.config import EvalJudgeConfig, LabelConfig, PPOConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
+from synthpref.config import DPOConfig, EvalJudgeConfig, LabelConfig, PPOConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
 from synthpref.config.loader import parse_override
 from synthpref.errors import EXIT_RESOURCES, EXIT_USER, ResourceError, UserError, cause_of
 from synthpref.models import precision
@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "the new weights into the samplers. Every monitor.every steps a held-out prompt "
                                "set is scored by the training reward and a gold jury. A rerun resumes after the "
                                "last checkpoint.")
+
+    config_command(sub, "dpo", DPOConfig, "YAML config file with model:, data: (preference pairs) and train:",
+                   help="offline DPO or IPO on preference pairs",
+                   description="Train a policy with DPO (or IPO, conservative DPO by label_smoothing, pairs "
+                               "weighted by their label confidence) on a preferences table from `synthpref label` "
+                               "or any prompt/chosen/rejected dataset, with DeepSpeed ranks on Ray (ZeRO 0-3, LoRA "
+                               "by train.lora_r). The reference log-probs are computed once before training; each "
+                               "epoch reports held-out preference accuracy and reward margins. A rerun resumes "
+                               "after the last checkpoint; the policy is saved in Hugging Face format.")
 
     tiny = sub.add_parser("tiny-model", help="build a tiny Llama model + tokenizer with a chat template (no download)")
     tiny.add_argument("out", help="output directory")
@@ -160,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             from synthpref.algorithms.ppo import run_ppo
             from synthpref.algorithms.ppo_report import summary_lines
             report = run_ppo(load(PPOConfig, args))
+            say("\n".join(summary_lines(report)))
+        elif args.command == "dpo":
+            from synthpref.algorithms.dpo import run_dpo, summary_lines
+            report = run_dpo(load(DPOConfig, args))
             say("\n".join(summary_lines(report)))
         elif args.command == "demo":
             print_summary(cmd_demo(args.output_dir, args.overrides, args.verbose))

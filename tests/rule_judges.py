@@ -28,3 +28,23 @@ def long_prompts(n: int) -> list[dict]:
     words = "the quick brown fox jumps over the lazy dog while rain falls on the old library".split()
     return [{"prompt": f"Summarise this in one line ({i}): " + " ".join(words[(i + j) % len(words)] for j in range(400)),
              "id": f"long-{i}"} for i in range(n)]
+
+
+GOOD_WORDS = "please thank you kindly gladly sure happy help".split()
+PLAIN_WORDS = "stone grey river cold wind dust iron salt".split()
+
+
+def rule_pairs(n: int, seed: int = 0) -> list[dict]:
+    """n prompt/chosen/rejected rows labelled by a rule: the chosen response is made of polite words, the
+    rejected one of plain words (the same length), so a policy can learn the preference and show it on
+    held-out prompts."""
+    import random
+    rng = random.Random(seed)
+    topics = "bread sea sunlight France health poems rivers music trains gardens stars tea".split()
+    rows = []
+    for i in range(n):
+        length = rng.randint(4, 9)
+        rows.append({"prompt": f"Question {i}: tell me about {rng.choice(topics)} and {rng.choice(topics)}.",
+                     "chosen": " ".join(rng.choice(GOOD_WORDS) for _ in range(length)),
+                     "rejected": " ".join(rng.choice(PLAIN_WORDS) for _ in range(length))})
+    return rows

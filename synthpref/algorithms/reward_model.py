@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 
 from synthpref.config import DataConfig, TrainRMConfig
-from synthpref.data.prompts import read_rows
+from synthpref.data.preference_rows import held_out_split, read_pairs
 from synthpref.data.quarantine import write_quarantine
-from synthpref.data.readers import PromptRow, Quarantined
+from synthpref.data.readers import PromptRow
 from synthpref.data.schema import content_id
 from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import no_usable_rows
@@ -35,21 +35,6 @@ class EncodedPair:
     rejected: list[int]
 
 
-def read_pairs(data: DataConfig) -> tuple[list[PromptRow], list[dict]]:
-    """Rows with exactly two completions, the first preferred; anything else is quarantined with a reason.
-    `limit` counts rows read, usable or not (as data.limit does for every job)."""
-    pairs, quarantined = [], []
-    for item in read_rows(data):
-        if isinstance(item, Quarantined):
-            quarantined.append(item.to_json())
-        elif not item.completions or len(item.completions) != 2:
-            quarantined.append({"source": item.source, "reason": "not_a_pair",
-                                "detail": "a preference row needs chosen and rejected (or exactly 2 completions)"})
-        else:
-            pairs.append(item)
-    return pairs, quarantined
-
-
 def encode_pairs(tokenizer, rows: list[PromptRow], max_len: int, quarantined: list[dict]) -> list[EncodedPair]:
     out = []
     for row in rows:
@@ -60,17 +45,6 @@ def encode_pairs(tokenizer, rows: list[PromptRow], max_len: int, quarantined: li
             continue
         out.append(EncodedPair(content_id(row.messages), chosen, rejected))
     return out
-
-
-def held_out_split(pairs: list[EncodedPair], fraction: float, seed: int) -> tuple[list, list]:
-    """Split by prompt (all pairs of one conversation on the same side), seeded and stable across reruns."""
-    def held(p: EncodedPair) -> bool:
-        return int(content_id(seed, p.prompt_key), 16) % 10_000 < fraction * 10_000
-    train = [p for p in pairs if not held(p)]
-    test = [p for p in pairs if held(p)]
-    if not test and len(train) > 1:          # tiny sets: hold out at least one pair
-        test = [train.pop()]
-    return train, test
 
 
 def pair_batches(pairs: list[EncodedPair], batch_size: int, seed: int, pad: int):

@@ -56,20 +56,30 @@ def _log_ratio_margin(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor
     return (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
 
 
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """mean(w_i * x_i) over the batch (not renormalised: a pair of confidence 0.6 counts 0.6 of a sure one)."""
+    return values.mean() if weights is None else (values * weights.to(values.dtype)).mean()
+
+
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             ref_rejected: torch.Tensor, beta: float = 0.1, label_smoothing: float = 0.0,
+             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Direct Preference Optimization (Rafailov et al. 2023): -log sigmoid(beta * h), h the log-ratio
-    margin of chosen over rejected. Inputs are sequence log-probabilities [B]. Returns (loss, implicit
-    reward of chosen, of rejected), the rewards being beta * log(pi / ref), detached."""
+    margin of chosen over rejected. Inputs are sequence log-probabilities [B]. `label_smoothing` eps is
+    conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"): the label is flipped with
+    probability eps, -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h). `weights` [B] scale each
+    pair's loss (e.g. the jury's confidence). Returns (loss, implicit reward of chosen, of rejected),
+    the rewards being beta * log(pi / ref), detached."""
     h = _log_ratio_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
-    loss = -F.logsigmoid(beta * h).mean()
-    return loss, (beta * (policy_chosen - ref_chosen)).detach(), (beta * (policy_rejected - ref_rejected)).detach()
+    per_pair = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    return (weighted_mean(per_pair, weights), (beta * (policy_chosen - ref_chosen)).detach(),
+            (beta * (policy_rejected - ref_rejected)).detach())
 
 
 def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+             ref_rejected: torch.Tensor, beta: float = 0.1, weights: torch.Tensor | None = None) -> torch.Tensor:
     """IPO (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
     Preferences"): (h - 1 / (2 beta))^2, averaged; the paper's h uses per-token average log-probabilities
     (`sequence_logprob(..., average=True)`)."""
     h = _log_ratio_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
-    return ((h - 1.0 / (2.0 * beta)) ** 2).mean()
+    return weighted_mean((h - 1.0 / (2.0 * beta)) ** 2, weights)

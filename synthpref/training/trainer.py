@@ -140,16 +140,35 @@ class TrainerActor:
         return {"loss": float(loss.item()), "accuracy": float((rewards[:n] > rewards[n:]).float().mean()),
                 "rows": n}
 
-    def train_dpo(self, batch: dict, beta: float = 0.1) -> dict:
-        """One DPO step; the batch carries the reference log-probabilities (ref_chosen, ref_rejected)."""
+    def train_dpo(self, batch: dict, settings: dict | float = 0.1) -> dict:
+        """One DPO or IPO step on this rank's pairs. The batch carries the reference log-probabilities
+        (ref_chosen, ref_rejected: sums over the response tokens, or per-token means for IPO) and may carry
+        pair_weight [B]. `settings`: {"beta", "loss": "sigmoid" | "ipo", "label_smoothing"} (a bare
+        number is beta)."""
+        from synthpref.training.losses import ipo_loss
+        s = {"beta": settings} if isinstance(settings, (int, float)) else settings
+        beta, kind = float(s.get("beta", 0.1)), s.get("loss", "sigmoid")
         t = _tensors(batch, self.device)
         both = _pair_inputs(t, self.pad_id)
-        logps = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"], both["labels"])[0].sum(-1)
+        token_logps, counted = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"],
+                                                       both["labels"])
+        logps = token_logps.sum(-1)
+        if kind == "ipo":
+            logps = logps / counted.sum(-1).clamp(min=1)
         n = t["chosen_input_ids"].shape[0]
-        loss, r_c, r_r = dpo_loss(logps[:n], logps[n:], t["ref_chosen"], t["ref_rejected"], beta)
+        pc, pr, weights = logps[:n], logps[n:], t.get("pair_weight")
+        if kind == "ipo":
+            loss = ipo_loss(pc, pr, t["ref_chosen"], t["ref_rejected"], beta, weights)
+            r_c, r_r = (beta * (pc - t["ref_chosen"])).detach(), (beta * (pr - t["ref_rejected"])).detach()
+        else:
+            loss, r_c, r_r = dpo_loss(pc, pr, t["ref_chosen"], t["ref_rejected"], beta,
+                                      float(s.get("label_smoothing", 0.0)), weights)
         loss = loss * t.get("weight", 1.0)
         self._step(loss)
-        return {"loss": float(loss.item()), "accuracy": float((r_c > r_r).float().mean()), "rows": n}
+        return {"loss": float(loss.item()), "accuracy": float((r_c > r_r).float().mean()),
+                "margin": float((r_c - r_r).mean()), "reward_chosen": float(r_c.mean()),
+                "reward_rejected": float(r_r.mean()), "logp_chosen": float(pc.detach().mean()),
+                "logp_rejected": float(pr.detach().mean()), "rows": n}
 
     # -- forward only --------------------------------------------------------------------------
     def forward_logprobs(self, batch: dict) -> list[float]:

@@ -84,7 +84,8 @@ def test_train_rm_reports_human_agreement_on_hh_rlhf(tmp_path, tiny_model, hh_rl
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from synthpref.algorithms.reward_model import encode_pairs, read_pairs
+    from synthpref.algorithms.reward_model import encode_pairs
+    from synthpref.data.preference_rows import read_pairs
     from synthpref.config import DataConfig
     from synthpref.models.loading import load_tokenizer
     rows, _ = read_pairs(DataConfig(path=str(hh_rlhf_path), limit=40))
