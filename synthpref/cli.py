@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from synthpref.config import DPOConfig, EvalJudgeConfig, LabelConfig, PPOConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
+from synthpref.config import DPOConfig, EvalJudgeConfig, SelfRewardConfig, LabelConfig, PPOConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
 from synthpref.config.loader import parse_override
 from synthpref.errors import EXIT_RESOURCES, EXIT_USER, ResourceError, UserError, cause_of
 from synthpref.models import precision
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "by train.lora_r). The reference log-probs are computed once before training; each "
                                "epoch reports held-out preference accuracy and reward margins. A rerun resumes "
                                "after the last checkpoint; the policy is saved in Hugging Face format.")
+
+    config_command(sub, "self-reward", SelfRewardConfig, "YAML config file with policy:, data: (prompts) and train:",
+                   help="self-rewarding DPO (Yuan et al. 2024) with collapse and self-preference guards",
+                   description="Each iteration: measure the policy (win rate over the starting policy by an "
+                               "independent jury, its agreement with human labels as a judge, its preference for "
+                               "its own text, the diversity panel and the collapse guard); sample candidates; "
+                               "judge them with the policy itself on the same engines; pair each prompt's best "
+                               "with its worst; DPO; load the new weights into the engines. A rerun resumes after "
+                               "the last finished iteration.")
 
     tiny = sub.add_parser("tiny-model", help="build a tiny Llama model + tokenizer with a chat template (no download)")
     tiny.add_argument("out", help="output directory")
@@ -173,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "dpo":
             from synthpref.algorithms.dpo import run_dpo, summary_lines
             report = run_dpo(load(DPOConfig, args))
+            say("\n".join(summary_lines(report)))
+        elif args.command == "self-reward":
+            from synthpref.algorithms.self_reward import run_self_reward, summary_lines
+            report = run_self_reward(load(SelfRewardConfig, args))
             say("\n".join(summary_lines(report)))
         elif args.command == "demo":
             print_summary(cmd_demo(args.output_dir, args.overrides, args.verbose))

@@ -8,11 +8,14 @@ The reward is shaped by the KL to the reference (Ziegler et al. 2019; Ouyang et 
 come from GAE with a critic (PPO, Schulman et al. 2017) or a group baseline (RLOO, Ahmadian et al.
 2024; GRPO, Shao et al. 2024); `ppo_epochs` of clipped updates follow, and the new weights are loaded
 into the samplers. Every `monitor.every` steps a held-out prompt set is scored by the training reward
-and a gold jury (Gao et al. 2022). Checkpoints every `save_every` steps; a rerun resumes after the last.
+and a gold jury (Gao et al. 2022), and its samples get a diversity panel that the collapse guard compares
+with the starting policy's (Alemohammad et al. 2023). Checkpoints every `save_every` steps; a rerun
+resumes after the last.
 """
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import torch
 
@@ -29,7 +32,9 @@ from synthpref.judging.preflight import preflight
 from synthpref.judging.rewards import score_completions
 from synthpref.models.loading import tokenizer_or_error
 from synthpref.models.precision import lower_precision_note
+from synthpref.monitor.collapse_guard import check_collapse
 from synthpref.monitor.console import say
+from synthpref.monitor.diversity import panel, prefixed, unprefixed, word_counts
 from synthpref.monitor.metrics import progress
 from synthpref.runtime.job import JobRuntime
 from synthpref.training.advantages import explained_variance
@@ -76,6 +81,9 @@ def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
         stopped, summaries = state.get("stopped"), list(state.get("summaries", []))
         if stopped:
             say(f"this run was stopped at step {done}: {stopped}; writing its report")
+        diversity = job.state.get("diversity") if done else None
+        if cfg.monitor.every and diversity is None and not stopped:
+            diversity = starting_diversity(parts, held_out)
         job.state.claim()                             # the step tables are this run's first output
         bar = progress(cfg.steps, "PPO steps", "step", cfg.progress)
         bar.update(done)
@@ -83,18 +91,18 @@ def run_ppo(cfg: PPOConfig, sampler=None) -> dict:
             record = one_step(parts, prompts_for_round(train_prompts, step, cfg.prompts_per_step), conversations, step,
                               kl_ctl, running)
             if cfg.monitor.every and step % cfg.monitor.every == 0:
-                stopped = evaluate(parts, held_out, conversations, step, monitor, record)
+                stopped = evaluate(parts, held_out, conversations, step, monitor, record, diversity)
             summaries.append({k: record.get(k) for k in SUMMARY_KEYS})
             bar.set_postfix(reward=f"{record['reward_raw']:.3f}" if record["reward_raw"] is not None else "n/a",
                             kl=f"{record['kl']:.3f}")
             bar.update(1)
             if step % cfg.save_every == 0 or step == cfg.steps or stopped:
                 checkpoint(job, parts, step, kl_coef=kl_ctl.value, running=running.__dict__, monitor=monitor.state(),
-                           summaries=summaries, stopped=stopped)
+                           summaries=summaries, stopped=stopped, diversity=diversity)
             if stopped:
                 break
         bar.close()
-        report = write_report(job, parts, summaries, monitor, stopped)
+        report = write_report(job, parts, summaries, monitor, stopped, diversity)
         parts.give_back_shared_sampler()
     return report
 
@@ -180,9 +188,22 @@ def one_step(parts: PPOParts, batch_prompts, conversations, step: int, kl_ctl, r
     return record
 
 
-def evaluate(parts: PPOParts, held_out, conversations, step: int, monitor: OverOptimisation, record: dict):
+def starting_diversity(parts: PPOParts, held_out) -> dict:
+    """The collapse guard's baseline, drawn once before step 1: the diversity panel of the starting policy's
+    greedy samples of the held-out prompts, whose word counts are rare_mass's reference; with the guard's
+    firings, it is kept in the run state."""
+    samples, _ = parts.sample(held_out, 0, greedy=True)
+    texts = [s["text"] for s in samples]
+    reference = word_counts(texts)
+    return {"baseline": panel(texts, reference), "reference": dict(reference), "fired_at": None, "message": None,
+            "fired": []}
+
+
+def evaluate(parts: PPOParts, held_out, conversations, step: int, monitor: OverOptimisation, record: dict,
+             diversity: dict):
     """Greedy samples of the held-out prompts scored by the training reward and the gold jury, KL to the
-    reference and length; returns a stop message when the monitor says to stop, else None."""
+    reference, length and the diversity panel; returns a stop message when the over-optimisation monitor
+    or the collapse guard says to stop, else None."""
     cfg = parts.cfg
     samples, _ = parts.sample(held_out, step, greedy=True)
     dropped: dict = {}
@@ -196,8 +217,12 @@ def evaluate(parts: PPOParts, held_out, conversations, step: int, monitor: OverO
     entry = {"proxy": mean(proxy), "gold": mean(gold), "kl": kl,
              "length": sum(s["n_tokens"] for s in rollouts.samples) / len(rollouts.samples)}
     verdict = monitor.record(step, **entry)
+    now = prefixed(panel([s["text"] for s in samples], Counter(diversity["reference"])))
+    monitor.history[-1].update(now)                        # report.json's evaluations carry the panel
+    collapse = guard_check(cfg, now, diversity, step)
     record.update({"gold": entry["gold"], "eval_proxy": entry["proxy"]})
-    parts.metrics.scalars("eval", step, {k: v for k, v in {**entry, "diverging_streak": verdict["streak"]}.items()
+    parts.metrics.scalars("eval", step, {k: v for k, v in {**entry, **now, "diverging_streak": verdict["streak"],
+                                                           "collapse_guard_fired": int(collapse is not None)}.items()
                                          if v is not None})
     if verdict["new_best"]:
         parts.save_best_policy()
@@ -206,5 +231,22 @@ def evaluate(parts: PPOParts, held_out, conversations, step: int, monitor: OverO
         message = monitor.message()
         say(("stopping: " if cfg.monitor.action == "stop" else "warning: ") + message)
         parts.job.log({"event": "over_optimisation", "step": step, "message": message, "action": cfg.monitor.action})
-        return message if cfg.monitor.action == "stop" else None
-    return None
+        if cfg.monitor.action == "stop":
+            return message
+    return collapse if cfg.guard.action == "stop" else None
+
+
+def guard_check(cfg: PPOConfig, now: dict, diversity: dict, step: int) -> str | None:
+    """The collapse guard on this evaluation's panel (`div_` keys) against the starting policy's: says and
+    notes a firing in `diversity` (the run state's), returns its message (None when it did not fire)."""
+    if cfg.guard.action == "off":
+        return None
+    verdict = check_collapse(unprefixed(now), diversity["baseline"], cfg.guard.metric,
+                             cfg.guard.min_fraction, f"step {step}")
+    if not verdict.fired:
+        return None
+    diversity["fired"] = [*diversity["fired"], step]
+    if diversity["fired_at"] is None:
+        diversity["fired_at"], diversity["message"] = step, verdict.message
+    say(("stopping: " if cfg.guard.action == "stop" else "warning: ") + verdict.message)
+    return verdict.message

@@ -28,15 +28,27 @@ def step_tables(out: Path, step: int, samples: list[dict], rewards, raw: list[fl
                      [{"sample_id": sid, "reason": reason.split(":")[0], "detail": reason} for sid, reason in dropped.items()])
 
 
-def write_report(job, parts, summaries: list[dict], monitor, stopped: str | None) -> dict:
-    """Save the final policy and write report.json."""
+def guard_report(guard, diversity: dict | None) -> dict | None:
+    """The collapse guard's rule, baseline panel and firings (the run state's `diversity` without its word
+    counts); None when no evaluation ran."""
+    if diversity is None:
+        return None
+    return {"metric": guard.metric, "min_fraction": guard.min_fraction, "action": guard.action,
+            **{k: v for k, v in diversity.items() if k != "reference"}}
+
+
+def write_report(job, parts, summaries: list[dict], monitor, stopped: str | None,
+                 diversity: dict | None = None) -> dict:
+    """Save the final policy and write report.json; `diversity`: the collapse guard's state (None when
+    there were no evaluations), reported without its word counts."""
     parts.policy.save_pretrained(job.out / "policy")
     gaps = [s["engine_trainer_logprob_gap_max"] for s in summaries if s.get("engine_trainer_logprob_gap_max") is not None]
     report = {"output_dir": str(job.out), "policy_dir": str(job.out / "policy"), "dtypes": parts.dtypes(),
               "steps": summaries, "stopped": stopped, "evaluations": monitor.history,
               "best_gold_step": monitor.best_step, "best_gold": monitor.best_gold,
               "best_policy_dir": str(job.out / "best_policy") if monitor.best_step is not None else None,
-              "engine_trainer_logprob_gap_max": max(gaps) if gaps else None}
+              "engine_trainer_logprob_gap_max": max(gaps) if gaps else None,
+              "guard": guard_report(parts.cfg.guard, diversity)}
     atomic_write_bytes(job.out / "report.json", json.dumps(report, indent=2).encode())
     job.log({"event": "end", "steps": len(summaries), "stopped": stopped})
     return report
@@ -52,6 +64,11 @@ def summary_lines(report: dict) -> list[str]:
                      f"{num(s['response_length'], '.1f'):>7}  {num(s.get('gold')):>12}  {s.get('trained_rows', 0):>7}")
     if report.get("stopped"):
         lines.append(f"stopped early: {report['stopped']}")
+    guard = report.get("guard") or {}
+    if guard.get("fired_at") is not None and guard["action"] != "stop":
+        at = ", ".join(str(s) for s in guard["fired"])
+        lines.append(f"collapse guard warned at step{'s' if len(guard['fired']) > 1 else ''} {at}; the first time: "
+                     f"{guard['message']}")
     if report.get("best_gold_step") is not None:
         lines.append(f"best gold reward {report['best_gold']:.3f} at step {report['best_gold_step']}: "
                      f"{report['best_policy_dir']}")

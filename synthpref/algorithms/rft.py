@@ -5,12 +5,17 @@ them with the jury, keeps each prompt's best (optionally only above a threshold)
 on the survivors and loads the new weights into the samplers: RAFT (Dong et al. 2023, "RAFT: Reward
 rAnked FineTuning"), ReST's Improve step (Gulcehre et al. 2023) and Llama 2's rejection sampling
 (Touvron et al. 2023). Every iteration ends with a checkpoint; a rerun resumes after the last one.
+Each iteration's samples get a diversity panel; the collapse guard compares it with iteration 1's (the
+starting policy's samples) and warns or ends the run when the watched measure has fallen too far.
 """
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from synthpref.algorithms import rft_steps as steps
 from synthpref.config import RFTConfig
@@ -27,7 +32,8 @@ from synthpref.models.loading import load_tokenizer, tokenizer_or_error
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.models.precision import lower_precision_note
 from synthpref.monitor.console import say
-from synthpref.monitor.diversity import distinct_n
+from synthpref.monitor.collapse_guard import check_collapse
+from synthpref.monitor.diversity import distinct_n, panel, prefixed, unprefixed, word_counts
 from synthpref.monitor.metrics import progress
 from synthpref.runtime.job import JobRuntime
 from synthpref.training.weight_sender import weight_sender
@@ -140,21 +146,68 @@ def run_rft(cfg: RFTConfig) -> dict:
             say(note)
         job.log({"event": "start", "dtypes": dtypes, "prompts": len(prompts), "quarantined": len(quarantined),
                  "resumed_after_iteration": version})
-        for iteration in range(version + 1, cfg.iterations + 1):
-            record, step = one_iteration(run, prompts, conversations, prompts[:cfg.kl_prompts], iteration, step, job.out)
+        guard = job.state.get("guard") or new_guard_state(cfg)
+        stopped = guard["action"] == "stop" and guard["fired_at"] is not None
+        if stopped:
+            say(f"this run was stopped at iteration {guard['fired_at']}: {guard['message']}; writing its report")
+        reference = starting_vocabulary(job.out) if version else None
+        for iteration in (range(version + 1, cfg.iterations + 1) if not stopped else ()):
+            record, step = one_iteration(run, prompts, conversations, prompts[:cfg.kl_prompts], iteration, step, job.out,
+                                         reference)
+            reference = reference if reference is not None else starting_vocabulary(job.out)
+            fired = guard_check(cfg, record, history[0] if history else record, guard)
             history.append(record)
             run.policy.save_checkpoint(job.out / "checkpoints", f"iter{iteration}")
-            job.state.mark(iteration, sft_step=step, history=history)   # the first claims the folder
+            job.state.mark(iteration, sft_step=step, history=history, guard=guard)   # the first claims the folder
+            if fired:
+                stopped = cfg.guard.action == "stop"
+                say(("stopping: " if stopped else "warning: ") + fired)
+                job.log({"event": "collapse_guard", "iteration": iteration, "message": fired, "action": cfg.guard.action})
+                if stopped:
+                    break
         run.policy.save_pretrained(job.out / "policy")
         report = {"output_dir": str(job.out), "policy_dir": str(job.out / "policy"), "dtypes": dtypes,
-                  "iterations": history, "quarantined": len(quarantined)}
+                  "iterations": history, "quarantined": len(quarantined), "guard": guard}
         atomic_write_bytes(job.out / "report.json", json.dumps(report, indent=2).encode())
         job.log({"event": "end", "iterations": len(history)})
     return report
 
 
-def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, step: int, out: Path) -> tuple[dict, int]:
-    """Sample, score, keep the best, fine-tune, sync; write the iteration's tables; return its metrics."""
+def starting_vocabulary(out: Path) -> Counter:
+    """Word counts of iteration 1's samples (the starting policy's): rare_mass's reference, read back from
+    their table so a resumed run has it too."""
+    table = pq.read_table(out / "iterations" / f"{1:04d}" / "samples.parquet", columns=["text"])
+    return word_counts(table.column("text").to_pylist())
+
+
+def new_guard_state(cfg: RFTConfig) -> dict:
+    """What the run state and report.json keep of the collapse guard: its rule, the first firing (iteration
+    and message) and every iteration it fired at."""
+    g = cfg.guard
+    return {"metric": g.metric, "min_fraction": g.min_fraction, "action": g.action, "fired_at": None, "message": None,
+            "fired": []}
+
+
+def guard_check(cfg: RFTConfig, record: dict, first: dict, guard: dict) -> str | None:
+    """The collapse guard on this iteration's panel against iteration 1's (`first`); notes a firing in the
+    record and in `guard` (the run's guard state), and returns its message (None when it did not fire)."""
+    if cfg.guard.action == "off":
+        return None
+    verdict = check_collapse(unprefixed(record), unprefixed(first), cfg.guard.metric, cfg.guard.min_fraction,
+                             f"iteration {record['iteration']}")
+    record["guard_fired"] = verdict.fired
+    if not verdict.fired:
+        return None
+    guard["fired"] = [*guard["fired"], record["iteration"]]
+    if guard["fired_at"] is None:
+        guard["fired_at"], guard["message"] = record["iteration"], verdict.message
+    return verdict.message
+
+
+def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, step: int, out: Path,
+                  reference: Counter | None = None) -> tuple[dict, int]:
+    """Sample, score, keep the best, fine-tune, sync; write the iteration's tables; return its metrics.
+    `reference`: the starting policy's word counts for rare_mass (None: this iteration's own, iteration 1)."""
     cfg, started = run.cfg, time.perf_counter()
     batch = prompts_for_round(prompts, iteration, cfg.prompts_per_iteration)
     bar = progress(len(batch) * cfg.policy.samples_per_prompt * (1 + len(cfg.judging.judges)),
@@ -171,10 +224,12 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
     step, sft_stats = run.fine_tune(sft, iteration, bad, step, {s["sample_id"]: s.get("token_ids") for s in kept})
     sync = run.sync(iteration)
     samples = [s for ss in samples_of.values() for s in ss]
+    texts = [s["text"] for s in samples]
+    diversity = panel(texts, reference if reference is not None else word_counts(texts))
     record = {"iteration": iteration, **steps.score_stats(samples_of, scores),
               "kept_fraction": kept_counts.kept / max(1, kept_counts.prompts), **kept_counts.__dict__,
               "samples": len(samples), "sampling_errors": len(errors), "sft_quarantined": len(bad),
-              f"distinct_{cfg.distinct_n}": distinct_n([s["text"] for s in samples], cfg.distinct_n),
+              f"distinct_{cfg.distinct_n}": distinct_n(texts, cfg.distinct_n), **prefixed(diversity),
               "sampled_version": sorted({s["policy"] for s in samples}), **sft_stats,
               **run.kl_to_start(kl_set), "sync_s": sync["total_s"], "sync_bytes": sync["bytes"],
               "engine_load_s": sync["engine_load_s"], "weight_version": iteration,
@@ -190,14 +245,26 @@ def one_iteration(run: RFTRun, prompts, conversations, kl_set, iteration: int, s
 
 
 def summary_lines(report: dict) -> list[str]:
-    """What `synthpref rft` prints at the end: one line per iteration, then where the policy is."""
+    """What `synthpref rft` prints at the end: one line per iteration, the guarded diversity measure of each
+    and whether the collapse guard fired, then where the policy is."""
+    def num(x, fmt=".3f"):
+        return "n/a" if x is None else format(x, fmt)
     lines = ["\niteration  mean score  best score  kept  SFT loss first -> last  KL to start"]
     for r in report["iterations"]:
-        def num(x, fmt=".3f"):
-            return "n/a" if x is None else format(x, fmt)
         lines.append(f"{r['iteration']:>9}  {num(r['mean_score']):>10}  {num(r['best_score']):>10}  "
                      f"{r['kept']:>4}  {num(r['sft_loss_first']):>8} -> {num(r['sft_loss_last']):<8}  "
                      f"{num(r['kl_to_start'], '.4f'):>11}")
+    guard = report.get("guard") or {}
+    if guard:
+        values = " -> ".join(num(r.get(f"div_{guard['metric']}")) for r in report["iterations"])
+        lines.append(f"{guard['metric']} of each iteration's samples: {values}")
+    if guard.get("fired_at") is not None:
+        if guard["action"] == "stop":
+            lines.append(f"collapse guard stopped the run at iteration {guard['fired_at']}: {guard['message']}")
+        else:
+            at = ", ".join(str(i) for i in guard["fired"])
+            lines.append(f"collapse guard warned at iteration{'s' if len(guard['fired']) > 1 else ''} {at}; "
+                         f"the first time: {guard['message']}")
     lines += [f"policy (Hugging Face format): {report['policy_dir']}",
               f"iterations' tables, report, metrics and logs: {report['output_dir']}"]
     return lines

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
+from synthpref.config.guard import CollapseGuardConfig
 from synthpref.config.loader import ConfigError
 from synthpref.config.sections import (DataConfig, HumanEvalConfig, JudgingConfig, PolicyConfig, RayConfig,
                                        TrainConfig)
@@ -90,6 +91,7 @@ class RFTConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     judging: JudgingConfig = field(default_factory=lambda: JudgingConfig(mode="pointwise"))
     train: TrainConfig = field(default_factory=TrainConfig)
+    guard: CollapseGuardConfig = field(default_factory=lambda: CollapseGuardConfig(action="warn"), metadata={"help": "the collapse guard: each iteration's samples against iteration 1's (the starting policy's); rft's default action is warn"})
 
     length_keys: ClassVar[tuple[str, ...]] = ("iterations",)
 

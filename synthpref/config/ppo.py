@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Optional
 
+from synthpref.config.guard import CollapseGuardConfig
 from synthpref.config.loader import ConfigError
 from synthpref.config.sections import DataConfig, JudgingConfig, PolicyConfig, RayConfig, TrainConfig
 
@@ -89,6 +90,7 @@ class PPOConfig:
     policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(samples_per_prompt=4, max_tokens=64))
     judging: JudgingConfig = field(default_factory=lambda: JudgingConfig(mode="pointwise"), metadata={"help": "the reward: pointwise judges (reward_model, vllm, http, function), their rewards weighted by judges.N.weight"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-6))
+    guard: CollapseGuardConfig = field(default_factory=lambda: CollapseGuardConfig(action="warn"), metadata={"help": "the collapse guard, at each monitor evaluation (monitor.every > 0): the held-out greedy samples against the starting policy's; ppo's default action is warn"})
 
     length_keys: ClassVar[tuple[str, ...]] = ("steps",)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from synthpref.config.jobs import EvalJudgeConfig, LabelConfig, RFTConfig, TrainRMConfig
 from synthpref.config.loader import describe_keys
+from synthpref.config.dpo import DPOConfig
 from synthpref.config.ppo import PPOConfig
+from synthpref.config.self_reward import SelfRewardConfig
 
 # (subcommand, config class, what the job does)
 JOBS = [
@@ -15,6 +17,9 @@ JOBS = [
     ("rft", RFTConfig, "iterative rejection-sampling fine-tuning with live weight sync"),
     ("ppo", PPOConfig, "reinforcement learning from AI feedback (PPO with a critic, or RLOO/GRPO group baselines) "
                        "with a KL penalty to the starting policy and an over-optimisation monitor"),
+    ("dpo", DPOConfig, "offline DPO or IPO on preference pairs, the reference log-probs computed once"),
+    ("self-reward", SelfRewardConfig, "self-rewarding DPO: the policy samples, judges its own candidates and learns "
+                                      "from its best-vs-worst pairs, with the collapse and self-preference guards"),
 ]
 
 

@@ -136,6 +136,8 @@ class JudgeConfig:
     template: str = field(default="", metadata={"help": 'template name; "" picks the default for mode and verdict'})
     rationale: bool = field(default=False, metadata={"help": 'text verdicts: ask for reasoning before the verdict'})
     max_tokens: int = field(default=256, metadata={"help": 'text verdicts'})
+    samples: int = field(default=1, metadata={"help": "pointwise text verdicts: judge each response this many times (seeded, at `temperature`) and average the scores that parse (self-consistency; self-rewarding uses 3); a response none of whose verdicts parse is FAILED"})
+    temperature: float = field(default=0.0, metadata={"help": "text verdicts: sampling temperature of the judge (> 0 when samples > 1)"})
     weight: float = field(default=1.0, metadata={"help": 'jury_rule=weighted'})
     chunk_size: int = field(default=256, metadata={"help": 'most judge requests per dispatch to one replica (one vLLM batch; reward models: the batch size); small shards are split evenly over the replicas'})
     usd_per_1m_prompt_tokens: Optional[float] = field(default=None, metadata={"help": 'price of a million prompt tokens, for cost per label in the summary'})
@@ -164,6 +166,11 @@ class JudgeConfig:
             raise ConfigError(f"{key}.chunk_size: must be >= 1")
         if self.max_tokens < 1:
             raise ConfigError(f"{key}.max_tokens: must be >= 1")
+        if self.samples < 1 or self.temperature < 0:
+            raise ConfigError(f"{key}: need samples >= 1 and temperature >= 0")
+        if self.samples > 1 and (self.verdict != "text" or self.temperature <= 0 or self.type not in ("vllm", "http")):
+            raise ConfigError(f"{key}.samples: several judge samples need a vllm or http judge with verdict text "
+                              f"and temperature > 0")
 
 
 @dataclass
@@ -186,10 +193,16 @@ class JudgingConfig:
             seen.add(judge.id)
         if self.jury_rule == "weighted" and sum(j.weight for j in self.judges) <= 0:
             raise ConfigError(f"{key}.judges: jury_rule=weighted needs at least one judge with weight > 0")
+        if self.mode == "pairwise" and any(j.samples > 1 for j in self.judges):
+            raise ConfigError(f"{key}.judges: samples > 1 (averaged scores) is for pointwise judging")
         if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:
             raise ConfigError(f"{key}.max_pairs_per_prompt: must be >= 1 (or null for all pairs)")
         if not 0 <= self.tie_margin < 0.5:
             raise ConfigError(f"{key}.tie_margin: must be in [0, 0.5)")
+
+
+# the attention and MLP projections of Llama-style models
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -207,6 +220,10 @@ class TrainConfig:
     num_gpus: float = field(default=0, metadata={"help": "GPUs per rank (NCCL between ranks when > 0)"})
     center_coef: float = field(default=0.0, metadata={"help": "reward models: weight of the mean((r_c + r_r)^2) centring term"})
     start_timeout_s: float = field(default=600.0, metadata={"help": "ranks not placed within this many seconds fail the job, naming the missing resource"})
+    lora_r: int = field(default=0, metadata={"help": "0: full fine-tuning; > 0: train LoRA adapters of this rank (Hu et al. 2021) through peft, weights merged for saving and engine sync"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator: the update is (lora_alpha / lora_r) * B @ A"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch's input while training"})
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS), metadata={"help": "names of the linear layers that get adapters (default: " + ", ".join(LORA_TARGETS) + ")"})
 
     def check(self, key: str) -> None:
         if self.world_size < 1:
@@ -221,6 +238,14 @@ class TrainConfig:
             raise ConfigError(f"{key}.max_len: must be >= 8")
         if self.num_cpus <= 0 and self.num_gpus <= 0:
             raise ConfigError(f"{key}.num_cpus: a rank needs CPUs or GPUs")
+        if self.lora_r < 0:
+            raise ConfigError(f"{key}.lora_r: must be >= 0 (0 = full fine-tuning)")
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"{key}.lora_alpha: must be > 0")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"{key}.lora_dropout: must be in [0, 1)")
+        if self.lora_r > 0 and not self.lora_target_modules:
+            raise ConfigError(f"{key}.lora_target_modules: LoRA (lora_r > 0) needs at least one module name")
 
 
 @dataclass

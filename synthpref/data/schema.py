@@ -55,6 +55,7 @@ JUDGMENTS = pa.schema([
     ("completion_tokens", pa.int64()),
     ("attempts", pa.int64()),            # tries this verdict took (remote judges retry; null for local ones)
     ("choice_probs", pa.string()),       # logprob verdicts: JSON {label: probability renormalised over the labels}
+    ("weight_version", pa.int64()),      # local engines: the weight version that judged (0 = as built; self-rewarding)
 ])
 
 PREFERENCES = pa.schema([

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from synthpref.config import ConfigError, JudgeConfig
+from synthpref.data.schema import content_id
 from synthpref.judging import templates
 from synthpref.judging.expected_score import expected_rating, is_rating_scale
 from synthpref.judging.verdicts import (FAILED, VerdictParseError, label_probs,
@@ -69,11 +70,16 @@ class PooledJudge:
         return run_pending(self.start_scores(requests, on_done))
 
 
+def judge_seed(base: int, item: str, k: int) -> int:
+    """The seed of a judge's k-th sampled verdict on one item (stable across reruns)."""
+    return int(content_id(base, item, k), 16) % (2 ** 31)
+
+
 def judgment_row(judge_id: str, template_hash: str, pair_id: str, order: str, verdict: str, **fields) -> dict:
     row = {"pair_id": pair_id, "judge_id": judge_id, "template_hash": template_hash, "order": order,
            "verdict": verdict, "p_first": None, "score": None, "raw": "", "rationale": None, "error": None,
            "latency_s": None, "prompt_tokens": None, "completion_tokens": None, "attempts": None,
-           "choice_probs": None}
+           "choice_probs": None, "weight_version": None}
     row.update(fields)
     return row
 
@@ -90,8 +96,9 @@ class ModelJudge(PooledJudge):
             choices = {label: CHOICE_SPELLINGS(label) for label in self.template.choices}
             reqs = [{"messages": m, "choices": choices, "prefix_group": g} for m, g in zip(messages, groups)]
             return Job(self.pool, "choice_logprobs", reqs, self.cfg.chunk_size, on_done)
-        reqs = [{"messages": m, "max_tokens": self.cfg.max_tokens, "temperature": 0.0, "prefix_group": g}
-                for m, g in zip(messages, groups)]
+        reqs = [{"messages": m, "max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature,
+                 "prefix_group": g, **({"seed": judge_seed(self.cfg.engine.seed, g, k)} if self.cfg.samples > 1 else {})}
+                for m, g in zip(messages, groups) for k in range(self.cfg.samples)]
         return Job(self.pool, "generate", reqs, self.cfg.chunk_size, on_done)
 
     def _outputs(self, job: Job) -> list[dict]:
@@ -105,6 +112,7 @@ class ModelJudge(PooledJudge):
 
     def _common(self, out: dict) -> dict:
         return {"raw": out.get("raw", out.get("text", "")) or "", "latency_s": out.get("latency_s"),
+                "weight_version": out.get("weight_version"),
                 "choice_probs": json.dumps(out["probs"]) if "probs" in out else None,
                 "prompt_tokens": out.get("prompt_tokens"),
                 "completion_tokens": out.get("completion_tokens", out.get("n_tokens")),
@@ -125,15 +133,37 @@ class ModelJudge(PooledJudge):
     def _score_fields(self, out: dict) -> dict:
         if "error" in out:
             return {"verdict": FAILED, "error": out["error"]}
+        if "mean_score" in out:
+            return {"verdict": "SCORE", "score": out["mean_score"]}
         if self.cfg.verdict == "logprob":
             if is_rating_scale(self.template.choices):       # direct RLAIF: the expected rating
                 return {"verdict": "SCORE", "score": expected_rating(out["probs"])}
             return {"verdict": "SCORE", "score": out["probs"][self.template.choices[0]]}
+        low, high = templates.score_range(self.template)
         try:
-            value, rationale = parse_score_text(out["text"])
+            value, rationale = parse_score_text(out["text"], low, high)
             return {"verdict": "SCORE", "score": value, "rationale": rationale or None}
         except VerdictParseError as exc:
             return {"verdict": FAILED, "error": f"unparseable rating: {exc}"}
+
+    def _sampled_outputs(self, job: Job) -> list[dict]:
+        """Text verdicts judged `samples` times: one output per response, its score the mean of the verdicts
+        that parse (`raw` keeps every text and its parsed score, as JSON); none parsing is an error."""
+        k, outs = self.cfg.samples, self._outputs(job)
+        merged = []
+        for i in range(0, len(outs), k):
+            group = outs[i:i + k]
+            fields = [self._score_fields(o) for o in group]
+            scores = [f["score"] for f in fields if f["verdict"] == "SCORE"]
+            out = {**group[0], "raw": json.dumps({"texts": [o.get("text") for o in group],
+                                                  "scores": [f.get("score") for f in fields]})}
+            out.pop("error", None)
+            if scores:
+                out["mean_score"] = sum(scores) / len(scores)
+            else:
+                out["error"] = f"none of {k} verdicts parsed: {fields[0].get('error')}"
+            merged.append(out)
+        return merged
 
     def start_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> Pending:
         messages = [templates.pairwise_messages(self.template, r.conversation, r.first, r.second, self.cfg.rationale)
@@ -146,10 +176,11 @@ class ModelJudge(PooledJudge):
     def start_scores(self, requests: list[PointRequest], on_done: Progress = None) -> Pending:
         messages = [templates.pointwise_messages(self.template, r.conversation, r.response, self.cfg.rationale)
                     for r in requests]
-        job = self._job(messages, [None] * len(requests), on_done)
+        job = self._job(messages, [r.pair_id for r in requests], on_done)
+        outputs = self._sampled_outputs if self.cfg.samples > 1 else self._outputs
         return Pending([job], lambda: [
             judgment_row(self.id, self.template_hash, r.pair_id, "point", **self._common(out), **self._score_fields(out))
-            for r, out in zip(requests, self._outputs(job))])
+            for r, out in zip(requests, outputs(job))])
 
 
 def load_function(spec: str) -> Callable:

@@ -76,8 +76,37 @@ POINTWISE_RATING = Template(
     choices=tuple(str(i) for i in range(10)),       # direct RLAIF's expected rating (expected_score.py)
 )
 
-BUILTIN = {t.name: t for t in (PAIRWISE_LOGPROB, PAIRWISE_TEXT, POINTWISE_LOGPROB, POINTWISE_TEXT, POINTWISE_RATING)}
+_ADDITIVE = ("[Conversation]\n{conversation}\n\n[Response]\n{response}\n\n"
+             "Score the response by adding points, one for each of these that holds:\n"
+             "1. It is on topic: it responds to what the user asked.\n"
+             "2. It deals with most of the request, even if not fully or perfectly.\n"
+             "3. It gives a useful answer to the core of the request.\n"
+             "4. It is complete, clear and well organised, written as a helpful assistant would.\n"
+             "5. It is excellent: accurate, insightful and to the point, with nothing superfluous.\n")
+
+# Self-rewarding's judge (Yuan et al. 2024): an additive 0-5 score, one point per criterion met.
+ADDITIVE_TEXT = Template(
+    name="additive-5-text", version=1, kind="pointwise", verdict="text",
+    system="You are a careful reviewer scoring one response to a conversation. " + _FAIRNESS,
+    user=_ADDITIVE + "{reasoning}End with the total in exactly this form: [[N]], N from 0 to 5.",
+)
+
+ADDITIVE_LOGPROB = Template(
+    name="additive-5-logprob", version=1, kind="pointwise", verdict="logprob",
+    system="You are a careful reviewer scoring one response to a conversation. " + _FAIRNESS,
+    user=_ADDITIVE + "Answer with the total, a single digit from 0 to 5.",
+    choices=tuple(str(i) for i in range(6)),        # the expected total (expected_score.py)
+)
+
+BUILTIN = {t.name: t for t in (PAIRWISE_LOGPROB, PAIRWISE_TEXT, POINTWISE_LOGPROB, POINTWISE_TEXT, POINTWISE_RATING,
+                               ADDITIVE_TEXT, ADDITIVE_LOGPROB)}
 REASONING = "First explain your reasoning briefly. "
+SCORE_RANGES = {"additive-5-text": (0, 5)}          # text ratings: [[N]] within this range; others 1-10
+
+
+def score_range(tpl: Template) -> tuple[float, float]:
+    """The range of a pointwise text template's [[N]] rating."""
+    return SCORE_RANGES.get(tpl.name, (1, 10))
 
 
 def get_template(name: str, kind: str, verdict: str) -> Template:

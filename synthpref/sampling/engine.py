@@ -248,7 +248,7 @@ class EngineActor:
             results[i] = {"logprobs": {label: [top[t].logprob for t in ids if t in top]
                                        for label, ids in token_maps[i].items()},
                           "raw": comp.text, "prompt_tokens": len(out.prompt_token_ids), "completion_tokens": 1,
-                          "latency_s": latency}
+                          "latency_s": latency, "weight_version": self.weight_version}
         return results
 
     def shutdown(self) -> bool:

@@ -102,6 +102,10 @@ class TrainerActor:
             net = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
         stage = train.zero_stage
         self.role, self.stage, self._center = role, stage, train.center_coef
+        self.lora_scaling = None
+        if train.lora_r and role != "reference":              # LoRA adapters (peft); the base stays frozen
+            from synthpref.training import lora
+            net, self.lora_scaling = lora.wrap(net, train), lora.scaling(train)
         self.micro_batch = train.micro_batch          # rows per forward pass of the forward-only RL passes
         config = deepspeed_config(stage, train.micro_batch, bf16)
         if role == "reference":                     # frozen: no optimizer, ZeRO-3 still shards it
@@ -242,13 +246,19 @@ class TrainerActor:
                         out[name] = param.detach().to(device or param.device, copy=True).contiguous()
             elif self.rank == 0:
                 out[name] = param.detach().to(device or param.device, copy=True).contiguous()
-        return out if self.rank == 0 else None
+        if self.rank != 0:
+            return None
+        if self.lora_scaling is not None:                      # base names, the adapters merged in
+            from synthpref.training.lora import merged_state_dict
+            out = merged_state_dict(out, self.lora_scaling)
+        return out
 
     def save_pretrained(self, path: str) -> str | None:
         """Hugging Face format (config, safetensors, tokenizer) written by rank 0."""
         state = self.full_state_dict()
         if self.rank == 0:
-            self.engine.module.save_pretrained(path, state_dict=state, safe_serialization=True)
+            from synthpref.training.lora import base_model
+            base_model(self.engine.module).save_pretrained(path, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(path)
             return path
         return None
@@ -278,9 +288,12 @@ class TrainerActor:
         import torch
 
         from synthpref.training import weight_sender
-        return weight_sender.update_info_for([(name, torch.empty(tuple(getattr(p, "ds_shape", p.shape)), dtype=p.dtype,
-                                                             device="meta"))
-                                          for name, p in self.engine.module.named_parameters()])
+        shapes = {name: torch.empty(tuple(getattr(p, "ds_shape", p.shape)), dtype=p.dtype, device="meta")
+                  for name, p in self.engine.module.named_parameters()}
+        if self.lora_scaling is not None:                      # what nccl_send sends: merged, base names
+            from synthpref.training.lora import merged_state_dict
+            shapes = merged_state_dict(shapes, self.lora_scaling)
+        return weight_sender.update_info_for(list(shapes.items()))
 
     def nccl_send(self) -> dict:
         """All ranks gather (ZeRO-3); rank 0 broadcasts the full weights from its GPU to the engines."""
