@@ -48,3 +48,25 @@ def rule_pairs(n: int, seed: int = 0) -> list[dict]:
                      "chosen": " ".join(rng.choice(GOOD_WORDS) for _ in range(length)),
                      "rejected": " ".join(rng.choice(PLAIN_WORDS) for _ in range(length))})
     return rows
+
+
+def please_rate(messages: list[dict], completion: str) -> float:
+    """Rewards one fixed word: the share of the completion's words that are "please" (a loop trained on
+    this judge collapses onto repeating it)."""
+    words = completion.split()
+    return sum(w == "please" for w in words) / len(words) if words else 0.0
+
+
+def word_rows(n: int, seed: int = 0) -> list[dict]:
+    """n prompt/completion rows whose completions are random sequences of the polite and plain words (seed
+    SFT data: a tiny random policy learns to write words with spaces between them)."""
+    import random
+    rng = random.Random(seed)
+    words = GOOD_WORDS + PLAIN_WORDS
+    return [{"prompt": f"Say something ({i}).", "completion": " ".join(rng.choice(words) for _ in range(rng.randint(5, 10)))}
+            for i in range(n)]
+
+
+def constant(messages: list[dict], completion: str) -> float:
+    """A neutral judge: every completion scores the same (every pair is a tie)."""
+    return 0.0

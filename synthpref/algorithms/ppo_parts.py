@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 
-import ray
 import torch
 
 from synthpref.data.prompts import round_seed
@@ -176,12 +175,8 @@ class PPOParts:
 
     def give_back_shared_sampler(self) -> None:
         """A sampler the run did not start gets its base weights back (other users share its engines)."""
-        if not self.shared:
-            return
-        from transformers import AutoModelForCausalLM
-        from synthpref.models.loading import for_workers
-        base = AutoModelForCausalLM.from_pretrained(for_workers(self.cfg.policy.model), dtype=torch.float32)
-        self.sampler.sync_weights(ray.put({k: v.detach().clone() for k, v in base.state_dict().items()}), 0)
+        if self.shared:
+            self.sampler.load_base_weights()
 
 
 def checkpoint(job: JobRuntime, parts: PPOParts, step: int, **state) -> None:

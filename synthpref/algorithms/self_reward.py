@@ -22,6 +22,7 @@ import time
 from synthpref.algorithms import self_reward_steps as steps
 from synthpref.algorithms.self_reward_eval import measure, table_rows
 from synthpref.algorithms.self_reward_parts import SelfRewardRun
+from synthpref.config import ConfigError
 from synthpref.config.self_reward import SelfRewardConfig
 from synthpref.data.prompts import load_prompts, prompts_for_round, round_seed
 from synthpref.data.quarantine import write_quarantine
@@ -38,13 +39,14 @@ from synthpref.monitor.metrics import progress
 from synthpref.runtime.job import JobRuntime
 from synthpref.training import dpo_data
 
-ITERATION_EVENTS = ("iteration", "dpo")
-
-
 def run_self_reward(cfg: SelfRewardConfig, sampler=None) -> dict:
     """Seed SFT (once), then iterations of measure, sample, self-judge, pair, DPO, sync; `sampler`: a running
     SamplerGroup of the policy to use instead of starting one (tests share one)."""
     with JobRuntime(cfg, "self-reward") as job:
+        try:
+            preflight(cfg.self_judge.scoring_jury(cfg.policy))
+        except ConfigError as exc:                # name the self-reward key, not the jury built from it
+            raise ConfigError(str(exc).replace("judging.judges.0.", "self_judge.")) from None
         if cfg.eval.judging is not None:
             preflight(cfg.eval.judging)
         tokenizer = tokenizer_or_error(cfg.policy.model, "policy.model")
@@ -64,7 +66,6 @@ def run_self_reward(cfg: SelfRewardConfig, sampler=None) -> dict:
             job.state.mark(0, seeded=True)
         run.restore(done)
         say(f"precision: {describe_dtypes(run.dtypes())}")
-        job.metrics.rewind(done - 1, ITERATION_EVENTS)
         history = [h for h in history if h["iteration"] < done]
         conversations = {p.prompt_id: p.messages for p in prompts}
         guard = None
@@ -87,6 +88,7 @@ def run_self_reward(cfg: SelfRewardConfig, sampler=None) -> dict:
             run.checkpoint(it + 1)
             job.state.mark(it + 1, history=history, seeded=True)
         run.policy.save_pretrained(job.out / "policy")
+        run.give_back_shared_sampler()
         report = {"output_dir": str(job.out), "policy_dir": str(job.out / "policy"), "dtypes": run.dtypes(),
                   "iterations": history, "guard": guard, "quarantined": len(quarantined)}
         atomic_write_bytes(job.out / "report.json", json.dumps(report, indent=2, default=str).encode())

@@ -26,6 +26,7 @@ class SelfRewardRun:
         self.policy = job.own(TrainerGroup(p.model, "policy", cfg.train, cfg.seed, wait=False))
         self.reference = (job.own(TrainerGroup(p.model, "reference", cfg.train, cfg.seed, wait=False))
                           if cfg.reference == "initial" else None)
+        self.shared = sampler is not None
         self.sampler = sampler if sampler is not None else job.own(
             SamplerGroup(p.model, p.engine, p.pool, p.chunk_size, events=job.log))
         for group in (self.policy, self.reference):
@@ -82,3 +83,8 @@ class SelfRewardRun:
             self.sync(done)
         self.metrics.rewind(self.step, ("dpo",))
         self.metrics.rewind(done - 1, ("iteration",))
+
+    def give_back_shared_sampler(self) -> None:
+        """A sampler the run did not start gets its base weights back (other users share its engines)."""
+        if self.shared:
+            self.sampler.load_base_weights()

@@ -13,6 +13,7 @@ from synthpref.data.quarantine import write_quarantine
 from synthpref.data.readers import PromptRow
 
 from synthpref.data.schema import MESSAGES, content_id
+from synthpref.errors import no_usable_rows
 from synthpref.models.loading import pad_id
 from synthpref.monitor.metrics import progress
 from synthpref.training.batches import TooLong, collate, encode, length_sorted_batches, shuffled
@@ -126,21 +127,36 @@ def audit_id(prompt_id: str, own: str, other: str) -> str:
     return content_id("audit", prompt_id, own, other)
 
 
+def sft_target(row: PromptRow) -> str | None:
+    """The response a seed SFT row teaches: `completion` (a string, or TRL's [{"role": "assistant", ...}]),
+    else the first of its completions (chosen of a chosen/rejected row); None when it has neither."""
+    target = row.meta.get("completion")
+    if isinstance(target, list) and target and isinstance(target[-1], dict):
+        target = target[-1].get("content")
+    if isinstance(target, str) and target.strip():
+        return target
+    return row.completions[0] if row.completions else None
+
+
 def seed_sft(run) -> None:
     """SFT on the seed instruction data and judge-format examples (IFT + EFT), once, before iteration 0; the
     result is M_0 (checkpoint iter0, loaded into the engines and, with reference: initial, the reference)."""
     s, t = run.cfg.seed_sft, run.cfg.train
     rows, bad = [], []
-    for path in (s.data, s.judge_data):
-        if path:
-            for item in read_rows(DataConfig(path=path, limit=s.limit)):
-                if isinstance(item, PromptRow) and item.completions:
-                    rows.append(item)
-                else:
-                    bad.append(item.to_json() if hasattr(item, "to_json") else {"source": item.source,
-                                                                                  "reason": "no_completion"})
-    if not rows:
-        return
+    for key, path in (("seed_sft.data", s.data), ("seed_sft.judge_data", s.judge_data)):
+        if not path:
+            continue
+        found = 0
+        for item in read_rows(DataConfig(path=path, limit=s.limit)):
+            if isinstance(item, PromptRow) and sft_target(item) is not None:
+                rows.append(PromptRow(item.prompt_id, item.messages, item.source, {}, [sft_target(item)]))
+                found += 1
+            else:
+                bad.append(item.to_json() if not isinstance(item, PromptRow) else
+                           {"source": item.source, "reason": "no_completion",
+                            "detail": "a seed SFT row needs completion (or chosen/completions)"})
+        if not found:
+            raise no_usable_rows("seed SFT rows (prompt + completion)", path, len(bad), f"{key}")
     size = t.micro_batch * t.world_size
     for epoch in range(1, s.epochs + 1):
         batches = sft_batches(run.tokenizer, rows, t.max_len, size, round_seed(run.cfg.seed, "seed-sft", epoch),

@@ -99,6 +99,14 @@ class SamplerGroup:
                 "sync_s": time.perf_counter() - start, "engine_load_s": max((a["load_s"] for a in answers), default=0.0),
                 "engine_versions": [a["version"] for a in answers]}
 
+    def load_base_weights(self) -> dict:
+        """The weights the engines were built from, back in every engine as version 0 (a sampler shared
+        between runs is given back this way)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+        base = AutoModelForCausalLM.from_pretrained(for_workers(self.model), dtype=torch.float32)
+        return self.sync_weights(ray.put({k: v.detach().clone() for k, v in base.state_dict().items()}), 0)
+
     def engine_actors(self) -> list:
         """The live engine actors, in slot order."""
         return [r.spawned.actor for r in sorted(self.pool.replicas.values(), key=lambda r: r.slot)]
