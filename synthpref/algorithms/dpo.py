@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -59,7 +60,7 @@ def reference_pass(job: JobRuntime, cfg: DPOConfig, pairs: list, pad: int) -> No
     if path.exists():
         t = pq.read_table(path).to_pydict()
         cache = {k: (c, r) for k, c, r in zip(t["key"], t["chosen"], t["rejected"])}
-    todo = sum(p.key not in cache for p in pairs)
+    todo, started = sum(p.key not in cache for p in pairs), time.perf_counter()
     if todo:
         group = TrainerGroup(cfg.reference or cfg.model, "reference", cfg.train, cfg.seed)
         try:
@@ -74,6 +75,8 @@ def reference_pass(job: JobRuntime, cfg: DPOConfig, pairs: list, pad: int) -> No
                                            "rejected": [cache[k][1] for k in keys]}))
     else:
         dpo_data.fill_reference(None, pairs, 1, 0, cache)
+    job.log({"event": "reference_pass", "computed": todo, "cached": len(pairs) - todo,
+             "seconds": time.perf_counter() - started})
 
 
 def checkpoint(job: JobRuntime, policy, step: int, keep: int) -> None:

@@ -49,9 +49,9 @@ def test_the_rerun_resumes_at_the_checkpoint_and_records_every_step_once(resumed
     assert steps == list(range(1, report["steps"] + 1))
     starts = [e for e in events if e["event"] == "start"]
     assert len(starts) == 2 and starts[1]["resumed_after_step"] == resumed["at_kill"]
-    # one reference pass: every pair's log-probs were written once, before the first run's training
-    reference = __import__("pyarrow.parquet", fromlist=["read_table"]).read_table(resumed["out"] / "reference_logprobs.parquet")
-    assert reference.num_rows == report["pairs"]
+    # one reference pass: the first run computed every pair's log-probs, the rerun read them back
+    passes = [(e["computed"], e["cached"]) for e in events if e["event"] == "reference_pass"]
+    assert passes == [(report["pairs"], 0), (0, report["pairs"])]
     assert "held-out preference accuracy" in resumed["stdout"]
 
 

@@ -127,8 +127,9 @@ TRAIN_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
 @pytest.mark.parametrize("name", sorted(p.name for p in TRAIN_CONFIGS.glob("*.yaml")))
 def test_shipped_training_configs_are_valid(name):
-    from synthpref.config import PPOConfig, RFTConfig, TrainRMConfig
-    kinds = {"rm-": TrainRMConfig, "rft-": RFTConfig, "ppo-": PPOConfig, "rlaif-": PPOConfig}
+    from synthpref.config import DPOConfig, PPOConfig, RFTConfig, SelfRewardConfig, TrainRMConfig
+    kinds = {"rm-": TrainRMConfig, "rft-": RFTConfig, "ppo-": PPOConfig, "rlaif-": PPOConfig, "dpo-": DPOConfig,
+             "self-reward-": SelfRewardConfig}
     prefix = [p for p in kinds if name.startswith(p)]
     assert prefix, f"configs/train/ holds {', '.join(f'{p}*.yaml' for p in kinds)}"
     load_config(kinds[prefix[0]], TRAIN_CONFIGS / name)
