@@ -39,13 +39,13 @@ def read_preferences(cfg: DPOConfig, tokenizer, data: DataConfig, quarantined: l
     quarantined += bad
     missing = 0
 
-    def weight_of(row) -> float:
+    def weight_of(row):
         nonlocal missing
         value = row.meta.get("confidence")
         if value is None:
             missing += 1
             return 1.0
-        return float(value)
+        return value
     return dpo_data.encode_rows(tokenizer, rows, cfg.train.max_len, quarantined,
                                 weight_of if cfg.dpo.confidence_weighting else None), missing
 
@@ -66,7 +66,7 @@ def reference_pass(job: JobRuntime, cfg: DPOConfig, pairs: list, pad: int) -> No
         try:
             bar = progress(todo, "reference log-probs", "pair", cfg.progress)
             cache = dpo_data.fill_reference(group, pairs, cfg.train.micro_batch * cfg.train.world_size,
-                                            pad, cache, bar.update)
+                                            pad, cache, bar.update, cfg.dpo.shared_prompt)
             bar.close()
         finally:
             group.shutdown()
@@ -100,11 +100,16 @@ def run_dpo(cfg: DPOConfig) -> dict:
                               f"compares the two models' log-probs of the same tokens")
         quarantined: list[dict] = []
         pairs, unweighted = read_preferences(cfg, tokenizer, cfg.data, quarantined)
-        train, test = held_out_split(pairs, cfg.eval_fraction, cfg.seed)
         human, human_bad = [], []
         if cfg.human_eval.path:
             human, _ = read_preferences(cfg, tokenizer, DataConfig(path=cfg.human_eval.path,
                                                                   limit=cfg.human_eval.limit), human_bad)
+        judged_by_humans = {p.prompt_key for p in human}        # measured on: never trained on
+        quarantined += [{"source": p.source, "reason": "held_out_overlap",
+                         "detail": "its conversation is one of human_eval's pairs"} for p in pairs
+                        if p.prompt_key in judged_by_humans]
+        pairs = [p for p in pairs if p.prompt_key not in judged_by_humans]
+        train, test = held_out_split(pairs, cfg.eval_fraction, cfg.seed)
         write_quarantine(job.out / "quarantine.jsonl", quarantined)
         if not train:
             held = f", all {len(pairs)} held out" if pairs else ""
@@ -113,10 +118,11 @@ def run_dpo(cfg: DPOConfig) -> dict:
         t, d = cfg.train, cfg.dpo
         size, pad = t.micro_batch * t.world_size, pad_id(tokenizer)
         job.start_ray(int(2 * t.world_size * max(1, t.num_cpus)))
-        policy = job.own(TrainerGroup(cfg.model, "policy", t, cfg.seed, wait=False))   # builds during the reference pass
         job.state.claim()
+        # on CPU the policy builds during the reference pass; GPU ranks wait for the reference group's GPUs
+        policy = job.own(TrainerGroup(cfg.model, "policy", t, cfg.seed, wait=False)) if not t.num_gpus else None
         reference_pass(job, cfg, train + test + human, pad)
-        policy.ready()
+        policy = (policy or job.own(TrainerGroup(cfg.model, "policy", t, cfg.seed))).ready()
         done = job.state.finished
         if done:
             policy.load_checkpoint(job.out / "checkpoints", f"step{done}")
@@ -143,7 +149,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
             bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['accuracy']:.2f}")
             bar.update(1)
             if k == per_epoch - 1:
-                held = dpo_data.preference_accuracy(policy, test, size, pad, d.beta, d.loss)
+                held = dpo_data.preference_accuracy(policy, test, size, pad, d.beta, d.loss, d.shared_prompt)
                 job.metrics.scalars("eval", step, {"epoch": epoch, "held_out_accuracy": held["accuracy"],
                                                    "held_out_margin": held["margin"]})
             if k == per_epoch - 1 or (cfg.save_every and step % cfg.save_every == 0):
@@ -152,10 +158,11 @@ def run_dpo(cfg: DPOConfig) -> dict:
         report = {"output_dir": str(job.out), "policy_dir": str(job.out / "policy"), "dtypes": dtypes,
                   "loss": d.loss, "beta": d.beta, "pairs": len(pairs), "train_pairs": len(train), "steps": total,
                   "quarantined": len(quarantined), "unweighted_pairs": unweighted if d.confidence_weighting else None,
-                  "lora": bool(t.lora_r), "held_out": dpo_data.preference_accuracy(policy, test, size, pad, d.beta, d.loss)}
+                  "lora": bool(t.lora_r),
+                  "held_out": dpo_data.preference_accuracy(policy, test, size, pad, d.beta, d.loss, d.shared_prompt)}
         if cfg.human_eval.path:
-            report["human_agreement"] = {**dpo_data.preference_accuracy(policy, human, size, pad, d.beta, d.loss),
-                                         "quarantined": len(human_bad), "path": cfg.human_eval.path}
+            agreement = dpo_data.preference_accuracy(policy, human, size, pad, d.beta, d.loss, d.shared_prompt)
+            report["human_agreement"] = {**agreement, "quarantined": len(human_bad), "path": cfg.human_eval.path}
         policy.save_pretrained(job.out / "policy")
         atomic_write_bytes(job.out / "report.json", json.dumps(report, indent=2).encode())
         job.log({"event": "end", **{k: v for k, v in report.items() if k != "output_dir"}})

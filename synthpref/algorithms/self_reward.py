@@ -26,7 +26,7 @@ from synthpref.config import ConfigError
 from synthpref.config.self_reward import SelfRewardConfig
 from synthpref.data.prompts import load_prompts, prompts_for_round, round_seed
 from synthpref.data.quarantine import write_quarantine
-from synthpref.data.schema import JUDGMENTS, SAMPLES, to_table
+from synthpref.data.schema import JUDGMENTS, SAMPLES, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
 from synthpref.errors import no_usable_rows
 from synthpref.judging.jury import jury_cpus
@@ -39,65 +39,95 @@ from synthpref.monitor.metrics import progress
 from synthpref.runtime.job import JobRuntime
 from synthpref.training import dpo_data
 
+def preflight_juries(cfg: SelfRewardConfig) -> None:
+    """Fail before any worker starts on a judge that cannot work, naming the self-reward key: the policy's
+    own scoring and pairwise judging (self_judge.*) and the independent jury (eval.judging.*)."""
+    for jury_cfg, key in ((cfg.self_judge.scoring_jury(cfg.policy), "self_judge"),
+                          (cfg.self_judge.pairwise_jury(cfg.policy), "self_judge"), (cfg.eval.judging, "eval.judging")):
+        if jury_cfg is None:
+            continue
+        try:
+            preflight(jury_cfg)
+        except ConfigError as exc:
+            text = str(exc)
+            if key == "self_judge":
+                text = text.replace("judging.judges.0.model", "policy.model").replace("judging.judges.0.", "self_judge.")
+            raise ConfigError(text if key == "self_judge" else text.replace("judging.", "eval.judging.", 1)) from None
+
+
+def split_prompts(prompts: list, n_held: int) -> tuple[list, list, int]:
+    """(held-out prompts: the last n_held, training prompts: the rest less any conversation also held out,
+    how many were left out for that)."""
+    held = prompts[-n_held:]
+    seen = {content_id(p.messages) for p in held}
+    pool = [p for p in prompts[:-n_held] if content_id(p.messages) not in seen]
+    return held, pool, len(prompts) - n_held - len(pool)
+
+
 def run_self_reward(cfg: SelfRewardConfig, sampler=None) -> dict:
     """Seed SFT (once), then iterations of measure, sample, self-judge, pair, DPO, sync; `sampler`: a running
     SamplerGroup of the policy to use instead of starting one (tests share one)."""
     with JobRuntime(cfg, "self-reward") as job:
-        try:
-            preflight(cfg.self_judge.scoring_jury(cfg.policy))
-        except ConfigError as exc:                # name the self-reward key, not the jury built from it
-            raise ConfigError(str(exc).replace("judging.judges.0.", "self_judge.")) from None
-        if cfg.eval.judging is not None:
-            preflight(cfg.eval.judging)
+        preflight_juries(cfg)
         tokenizer = tokenizer_or_error(cfg.policy.model, "policy.model")
         prompts, quarantined, _ = load_prompts(cfg.data, cfg.policy)
-        write_quarantine(job.out / "quarantine.jsonl", quarantined)
-        held, pool = prompts[-cfg.eval.prompts:], prompts[:-cfg.eval.prompts]
+        held, pool, overlap = split_prompts(prompts, cfg.eval.prompts)
         if not pool:
+            write_quarantine(job.out / "quarantine.jsonl", quarantined)
             raise no_usable_rows(f"prompts beyond the {cfg.eval.prompts} held out (eval.prompts)", cfg.data.path,
                                  len(quarantined), f"{len(prompts)} usable")
         t = cfg.train
         job.start_ray(int(2 * t.world_size * max(1, t.num_cpus) + cfg.policy.engine.num_cpus * cfg.policy.pool.most
                           + (jury_cpus(cfg.eval.judging) if cfg.eval.judging else 0) + 1))
         run = SelfRewardRun(job, tokenizer, sampler)
+        run.exclude({content_id(p.messages) for p in held}, "held-out prompt (eval.prompts)")
+        write_quarantine(job.out / "quarantine.jsonl", quarantined + run.quarantined)
         done, history = job.state.finished, list(job.state.get("history", []))
+        guard = job.state.get("guard") or {"metric": cfg.guard.metric, "min_fraction": cfg.guard.min_fraction,
+                                           "action": cfg.guard.action, "fired": [], "stopped_at": None}
         if job.state.get("seeded") is None:
             steps.seed_sft(run)
             job.state.mark(0, seeded=True)
-        run.restore(done)
+        if guard["stopped_at"] is None:
+            run.restore(done)
+            history = [h for h in history if h["iteration"] < done]
+        else:
+            say(f"this run was stopped by the collapse guard at iteration {guard['stopped_at']}; nothing to do")
         say(f"precision: {describe_dtypes(run.dtypes())}")
-        history = [h for h in history if h["iteration"] < done]
         conversations = {p.prompt_id: p.messages for p in prompts}
-        guard = None
-        for it in range(done, cfg.iterations + 1):
+        for it in range(done, cfg.iterations + 1) if guard["stopped_at"] is None else ():
             record = measure(run, held, conversations, it)
             verdict = check_collapse(record["panel"], history[0]["panel"], cfg.guard.metric, cfg.guard.min_fraction,
                                      f"iteration {it}") if it and history else None
             if verdict is not None and verdict.fired and cfg.guard.action != "off":
                 say(verdict.message)
-                record["guard"] = {"fired_at": it, "action": cfg.guard.action, "message": verdict.message}
+                guard["fired"].append({"iteration": it, "message": verdict.message})
                 if cfg.guard.action == "stop":
-                    guard = record["guard"]
-            if it == cfg.iterations or guard:
+                    guard["stopped_at"] = it
+            record["guard_fired"] = bool(guard["fired"] and guard["fired"][-1]["iteration"] == it)
+            if it == cfg.iterations or guard["stopped_at"] is not None:   # the last measurement: no training
                 history.append(record)
                 run.metrics.scalars("iteration", it, flat(record))
+                job.state.mark(it, history=history, guard=guard, seeded=True)
                 break
-            record.update(one_iteration(run, pool, conversations, it))
+            record.update(one_iteration(run, pool, conversations, it, sum(h.get("fresh_pairs", 0) for h in history)))
             history.append(record)
             run.metrics.scalars("iteration", it, flat(record))
             run.checkpoint(it + 1)
-            job.state.mark(it + 1, history=history, seeded=True)
+            job.state.mark(it + 1, history=history, guard=guard, seeded=True)
         run.policy.save_pretrained(job.out / "policy")
         run.give_back_shared_sampler()
         report = {"output_dir": str(job.out), "policy_dir": str(job.out / "policy"), "dtypes": run.dtypes(),
-                  "iterations": history, "guard": guard, "quarantined": len(quarantined)}
+                  "iterations": history, "guard": guard, "quarantined": len(quarantined) + len(run.quarantined),
+                  "held_out_overlap": overlap}
         atomic_write_bytes(job.out / "report.json", json.dumps(report, indent=2, default=str).encode())
         job.log({"event": "end", "iterations": len(history), "guard": guard})
     return report
 
 
-def one_iteration(run: SelfRewardRun, pool: list, conversations: dict, it: int) -> dict:
-    """Steps a-d of iteration `it` with M_it; writes iterations/NNNN/ and returns the step's figures."""
+def one_iteration(run: SelfRewardRun, pool: list, conversations: dict, it: int, fresh_used: int) -> dict:
+    """Steps a-d of iteration `it` with M_it; writes iterations/NNNN/ and returns the step's figures.
+    `fresh_used`: real pairs taken by earlier iterations (this one takes the next)."""
     cfg, started, timing = run.cfg, time.perf_counter(), {}
     seed, folder = round_seed(cfg.seed, "self-reward", it), run.job.out / "iterations" / f"{it:04d}"
     batch = prompts_for_round(pool, it + 1, cfg.prompts_per_iteration)
@@ -117,7 +147,7 @@ def one_iteration(run: SelfRewardRun, pool: list, conversations: dict, it: int) 
     own = steps.pair_rows(selected, scores, conversations, it)
     earlier = [r for j in range(it) for r in table_rows(run.job.out / "iterations" / f"{j:04d}" / "pairs.parquet")
                if r["source"] == "self"] if cfg.data_policy == "accumulate" else []
-    fresh = steps.fresh_rows(run.fresh, it, cfg.fresh_fraction, len(own) + len(earlier))
+    fresh = steps.fresh_rows(run.fresh, fresh_used, it, cfg.fresh_fraction, len(own) + len(earlier))
     bad: list[dict] = []
     pairs = steps.encode_training_pairs(run.tokenizer, own + earlier + fresh, cfg.train.max_len, bad)
     train_start = time.perf_counter()
@@ -131,6 +161,8 @@ def one_iteration(run: SelfRewardRun, pool: list, conversations: dict, it: int) 
     atomic_write_table(folder / "pairs.parquet", to_table(own + fresh, steps.PAIRS))
     write_quarantine(folder / "quarantine.jsonl", errors + bad)
     return {"prompts": counts.prompts, "pairs": counts.pairs, "ties": counts.ties, "unscored": counts.unscored,
+            "sampling_errors": len(errors), "failed_verdicts": sum(r["verdict"] != "SCORE" for r in rows),
+            "quarantined_pairs": len(bad),
             "earlier_pairs": len(earlier), "fresh_pairs": len(fresh), "trained_pairs": len(pairs),
             "sampled_version": sorted({s["policy"] for s in samples}),
             "judge_versions": sorted({r["weight_version"] for r in rows if r["weight_version"] is not None}),
@@ -146,7 +178,7 @@ def train_dpo(run: SelfRewardRun, pairs: list, it: int, seed: int) -> dict:
     if not pairs:
         return {"dpo_steps": 0, "dpo_loss_first": None, "dpo_loss_last": None, "dpo_accuracy_last": None}
     size, pad = cfg.train.micro_batch * cfg.train.world_size, pad_id(run.tokenizer)
-    dpo_data.fill_reference(run.reference or run.policy, pairs, size, pad)
+    dpo_data.fill_reference(run.reference_group() or run.policy, pairs, size, pad, shared_prompt=d.shared_prompt)
     losses, stats = [], {}
     for epoch in range(1, cfg.train.epochs + 1):
         for index in dpo_data.batches(pairs, size, seed + epoch):
@@ -184,8 +216,13 @@ def summary_lines(report: dict) -> list[str]:
                      f"{num(r['win_rate']['rate']):>9}  {num(r['judge']['agreement']):>11}  "
                      f"{num(r['self_preference']['gap'], '+.3f'):>13}  {num(r['panel']['distinct_2']):>10}  "
                      f"{num(r['length']['mean_tokens'], '.1f'):>11}  {num(r.get('dpo_loss_last'), '.4f')}")
-    if report["guard"]:
-        lines.append(f"collapse guard fired at iteration {report['guard']['fired_at']}: {report['guard']['message']}")
+    guard = report["guard"]
+    if guard["stopped_at"] is not None:
+        lines.append(f"collapse guard ({guard['metric']} below {guard['min_fraction']} x iteration 0's) stopped the "
+                     f"run at iteration {guard['stopped_at']}: {guard['fired'][-1]['message']}")
+    elif guard["fired"]:
+        lines.append(f"collapse guard ({guard['metric']} below {guard['min_fraction']} x iteration 0's) warned at "
+                     f"iteration(s) {', '.join(str(f['iteration']) for f in guard['fired'])}: {guard['fired'][0]['message']}")
     lines += [f"policy (Hugging Face format): {report['policy_dir']}",
               f"iterations' tables, report, metrics and logs: {report['output_dir']}"]
     return lines

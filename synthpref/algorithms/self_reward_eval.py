@@ -114,11 +114,12 @@ def measure(run, held: list, conversations: dict, it: int) -> dict:
     for s in start:
         start_first.setdefault(s["prompt_id"], s)
     audit = [r for r in run.human if len(r.completions) == 2][:e.audit_pairs]
-    own, _ = run.sample(audit, 1, round_seed(cfg.seed, "self-reward-audit", it)) if audit else ({}, [])
+    own, audit_errors = run.sample(audit, 1, round_seed(cfg.seed, "self-reward-audit", it)) if audit else ({}, [])
     human_chosen = {r.prompt_id: given_samples(r.prompt_id, r.completions)[0] for r in audit}
     audit_conv = {r.prompt_id: r.messages for r in audit}
     lengths = sorted(s["n_tokens"] for s in samples if s.get("n_tokens") is not None)
     return {"iteration": it, "eval_version": sorted({s["policy"] for s in samples}), "eval_errors": len(errors),
+            "audit_errors": len(audit_errors),
             "panel": panel, "panel_vs_start": diversity.relative(panel, start_panel),
             "panel_vs_real": diversity.relative(panel, run.real_panel) if run.real_panel else None,
             "length": {"mean_tokens": sum(lengths) / len(lengths) if lengths else None,

@@ -8,6 +8,7 @@ import shutil
 from synthpref.config import DataConfig
 from synthpref.data.pairs import group_by_prompt
 from synthpref.data.preference_rows import read_pairs
+from synthpref.data.schema import content_id
 from synthpref.models.loading import for_workers
 from synthpref.monitor import diversity
 from synthpref.runtime.job import JobRuntime
@@ -24,26 +25,56 @@ class SelfRewardRun:
         self.job, self.metrics, self.tokenizer, self.step = job, job.metrics, tokenizer, job.state.get("dpo_step", 0)
         p = cfg.policy
         self.policy = job.own(TrainerGroup(p.model, "policy", cfg.train, cfg.seed, wait=False))
-        self.reference = (job.own(TrainerGroup(p.model, "reference", cfg.train, cfg.seed, wait=False))
-                          if cfg.reference == "initial" else None)
+        self.reference = None                     # M_0's frozen group (reference: initial), built when first needed
         self.shared = sampler is not None
         self.sampler = sampler if sampler is not None else job.own(
             SamplerGroup(p.model, p.engine, p.pool, p.chunk_size, events=job.log))
-        for group in (self.policy, self.reference):
-            if group is not None:
-                group.ready()
+        self.policy.ready()
         # the policy's own judging runs on the sampler's engines: these juries share its pool and own nothing
         shared = {engine_key(for_workers(p.model), p.engine, p.pool): self.sampler.pool}
         self.scoring = Jury(cfg.self_judge.scoring_jury(p), pools=dict(shared), events=job.log)
         self.self_pairs = Jury(cfg.self_judge.pairwise_jury(p), pools=dict(shared), events=job.log)
         self.independent = job.own(Jury(cfg.eval.judging, events=job.log)) if cfg.eval.judging else None
         self.push_weights = weight_sender(self.policy, self.sampler, p.engine)
-        self.fresh = read_pairs(cfg.fresh)[0] if cfg.fresh.path else []
-        self.human = (read_pairs(DataConfig(path=cfg.eval.human.path, limit=cfg.eval.human.limit))[0]
-                      if cfg.eval.human.path else [])
+        self.quarantined: list[dict] = []         # unusable rows of fresh.path and eval.human.path, with their file
+        self.human = self._pairs("eval.human.path", DataConfig(path=cfg.eval.human.path, limit=cfg.eval.human.limit))
+        self.fresh = self._pairs("fresh.path", cfg.fresh)
         real = [r.completions[0] for r in self.human] or [r.completions[0] for r in self.fresh]
         self.real_counts = diversity.word_counts(real) if real else None
         self.real_panel = diversity.panel(real) if real else None
+
+    def _pairs(self, key: str, data: DataConfig) -> list:
+        if not data.path:
+            return []
+        rows, bad = read_pairs(data)
+        self.quarantined += [{**q, "file": key} for q in bad]
+        return rows
+
+    def exclude(self, conversations: set[str], reason: str) -> None:
+        """Leave out of training the fresh real pairs on these conversations or on the human-labelled ones
+        (which measure the judge), each quarantined with its reason."""
+        human, keep = {content_id(r.messages) for r in self.human}, []
+        for row in self.fresh:
+            key = content_id(row.messages)
+            if key in conversations or key in human:
+                why = reason if key in conversations else "a conversation of eval.human's pairs"
+                self.quarantined.append({"source": row.source, "reason": "held_out_overlap", "detail": why,
+                                         "file": "fresh.path"})
+            else:
+                keep.append(row)
+        self.fresh = keep
+
+    def reference_group(self):
+        """DPO's reference: None for M_t (the policy scores its own pairs before training), else M_0's frozen
+        group, started on first use from the seed-SFT policy (out/m0) or policy.model."""
+        if self.cfg.reference != "initial":
+            return None
+        if self.reference is None:
+            from synthpref.training.group import TrainerGroup
+            m0 = self.job.out / "m0"
+            self.reference = self.job.own(TrainerGroup(str(m0) if m0.exists() else self.cfg.policy.model, "reference",
+                                                       self.cfg.train, self.cfg.seed))
+        return self.reference
 
     def dtypes(self) -> dict[str, str]:
         parts = {"policy_trainer": self.policy.dtype, "sampler": self.sampler.dtype()}
@@ -74,10 +105,9 @@ class SelfRewardRun:
             shutil.rmtree(old, ignore_errors=True)
 
     def restore(self, done: int) -> None:
-        """Put the policy, its engines and M_0's reference back where iteration `done` starts."""
+        """Put the policy and its engines back where iteration `done` starts (after seed SFT: iter0), and
+        drop the metrics of work done after that point (it is done again, and recorded once)."""
         root = self.job.out / "checkpoints"
-        if (root / "iter0").exists() and self.reference is not None:      # M_0 after seed SFT
-            self.reference.load_checkpoint(root, "iter0")
         if done or (root / "iter0").exists():
             self.policy.load_checkpoint(root, f"iter{done}")
             self.sync(done)

@@ -81,12 +81,12 @@ def pair_rows(selected: list[tuple[dict, dict]], scores: dict, conversations: di
              "rejected_token_ids": r.get("token_ids"), "iteration": iteration, "source": "self"} for c, r in selected]
 
 
-def fresh_rows(pool: list, iteration: int, fraction: float, n_self: int) -> list[dict]:
+def fresh_rows(pool: list, used: int, iteration: int, fraction: float, n_self: int) -> list[dict]:
     """The real pairs mixed into an iteration: round(fraction * n_self / (1 - fraction)) of them, so they are
-    `fraction` of the training set, a new slice of the pool each iteration (cycling when it runs out)."""
+    `fraction` of the training set, the ones after the `used` pairs of earlier iterations (cycling through
+    the pool when it runs out)."""
     n = min(len(pool), round(fraction * n_self / (1 - fraction))) if pool and fraction else 0
-    start = (iteration * n) % len(pool) if n else 0
-    rows = [pool[(start + i) % len(pool)] for i in range(n)]
+    rows = [pool[(used + i) % len(pool)] for i in range(n)]
     return [{"prompt_id": row.prompt_id, "prompt": row.messages,
              "chosen": [{"role": "assistant", "content": row.completions[0]}],
              "rejected": [{"role": "assistant", "content": row.completions[1]}], "score_chosen": None,
@@ -140,7 +140,8 @@ def sft_target(row: PromptRow) -> str | None:
 
 def seed_sft(run) -> None:
     """SFT on the seed instruction data and judge-format examples (IFT + EFT), once, before iteration 0; the
-    result is M_0 (checkpoint iter0, loaded into the engines and, with reference: initial, the reference)."""
+    result is M_0: saved as out/m0 (Hugging Face format, the reference of reference: initial) and as
+    checkpoint iter0, and loaded into the engines as version 0."""
     s, t = run.cfg.seed_sft, run.cfg.train
     rows, bad = [], []
     for key, path in (("seed_sft.data", s.data), ("seed_sft.judge_data", s.judge_data)):
@@ -157,10 +158,13 @@ def seed_sft(run) -> None:
                             "detail": "a seed SFT row needs completion (or chosen/completions)"})
         if not found:
             raise no_usable_rows("seed SFT rows (prompt + completion)", path, len(bad), f"{key}")
+    if not rows:                                           # no seed data configured: M_0 is policy.model
+        return
+    run.metrics.rewind(0, ("seed_sft",))                   # a seed SFT cut short by a kill is done again
     size = t.micro_batch * t.world_size
     for epoch in range(1, s.epochs + 1):
         batches = sft_batches(run.tokenizer, rows, t.max_len, size, round_seed(run.cfg.seed, "seed-sft", epoch),
-                                    bad if epoch == 1 else [])
+                              bad if epoch == 1 else [])
         bar = progress(len(batches), f"seed SFT epoch {epoch}", "step", run.cfg.progress)
         for n, batch in enumerate(batches, 1):
             stats = run.policy.train("train_sft", batch)
@@ -168,5 +172,6 @@ def seed_sft(run) -> None:
             bar.update(1)
         bar.close()
     write_quarantine(run.job.out / "seed_sft_quarantine.jsonl", bad)
+    run.policy.save_pretrained(run.job.out / "m0")         # M_0 as a model: the reference of reference: initial
     run.checkpoint(0)
     run.sync(0)

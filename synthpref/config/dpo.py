@@ -14,6 +14,7 @@ class DPOLossConfig:
     loss: Literal["sigmoid", "ipo"] = field(default="sigmoid", metadata={"help": "sigmoid: DPO (Rafailov et al. 2023); ipo: IPO (Azar et al. 2023), on per-token mean log-probs"})
     beta: float = field(default=0.1, metadata={"help": "strength of the pull towards the reference (DPO's beta; IPO's tau)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "conservative DPO: the probability that a label is wrong, in [0, 0.5) (sigmoid loss only)"})
+    shared_prompt: bool = field(default=True, metadata={"help": "score chosen and rejected in one row that holds their prompt once (a 4D attention mask keeps rejected from seeing chosen; the same log-probs, fewer tokens); false = two rows per pair. Flash attention cannot take the mask: such models use two rows"})
     confidence_weighting: bool = field(default=False, metadata={"help": "weight each pair's loss by its label confidence (the `confidence` column of a `synthpref label` table; pairs without one weigh 1, and are counted)"})
 
     def check(self, key: str) -> None:
@@ -26,7 +27,8 @@ class DPOLossConfig:
 
     def settings(self) -> dict:
         """What TrainerActor.train_dpo takes."""
-        return {"beta": self.beta, "loss": self.loss, "label_smoothing": self.label_smoothing}
+        return {"beta": self.beta, "loss": self.loss, "label_smoothing": self.label_smoothing,
+                "shared_prompt": self.shared_prompt}
 
 
 @dataclass

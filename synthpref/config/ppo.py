@@ -114,6 +114,8 @@ class PPOConfig:
             raise ConfigError("old_logprobs: engine needs policy.temperature 1 and policy.top_p 1")
         if self.monitor.every < 0 or self.monitor.patience < 1 or self.monitor.prompts < 1:
             raise ConfigError("monitor: need every >= 0, patience >= 1 and prompts >= 1")
+        if self.guard.action == "stop" and self.monitor.every == 0:
+            raise ConfigError("guard.action: stop watches the monitor's held-out samples; set monitor.every > 0")
         if self.monitor.gold is not None and self.monitor.gold.mode != "pointwise":
             raise ConfigError("monitor.gold.mode: the gold jury scores every sample; set it to pointwise")
         if self.colocate and not (self.policy.engine.num_gpus > 0 and self.train.num_gpus > 0):

@@ -86,7 +86,7 @@ class SelfRewardConfig:
     verbose: bool = field(default=False, metadata={"help": "show engine, DeepSpeed, transformers and Ray worker output in the terminal (quiet runs write it to OUTPUT/logs/ instead)"})
     iterations: int = field(default=3, metadata={"help": "rounds of sample, self-judge, pair, DPO, sync"})
     prompts_per_iteration: int = field(default=64, metadata={"help": "a fresh slice of the prompt source per iteration (cycled when it runs out)"})
-    reference: Literal["previous", "initial"] = field(default="previous", metadata={"help": "DPO's reference in iteration t: previous = M_t, the policy that sampled the pairs (the paper); initial = M_0"})
+    reference: Literal["previous", "initial"] = field(default="previous", metadata={"help": "DPO's reference in iteration t: previous = M_t, the policy that sampled the pairs (the paper; the policy scores them before training, no extra model); initial = M_0 (after seed SFT), a frozen reference group beside the policy (as many ranks and GPUs again)"})
     length_control_margin: Optional[float] = field(default=None, metadata={"help": "length-controlled pairs (Meta-Rewarding, Wu et al. 2024): among candidates scoring within this margin of the top, the shortest is chosen; null = the top score is chosen"})
     data_policy: Literal["replace", "accumulate"] = field(default="replace", metadata={"help": "replace: each iteration trains on its own pairs (the paper); accumulate: on every iteration's pairs so far (Gerstgrasser et al. 2024)"})
     fresh_fraction: float = field(default=0.0, metadata={"help": "share of each iteration's training set made of real human-labelled pairs from fresh.path, a new slice each iteration (Alemohammad et al. 2023), in [0, 1)"})
@@ -115,6 +115,9 @@ class SelfRewardConfig:
             raise ConfigError("fresh_fraction: must be in [0, 1)")
         if self.fresh_fraction > 0:
             self.fresh.require("fresh", "real preference pairs for fresh_fraction")
+        if self.dpo.confidence_weighting:
+            raise ConfigError("dpo.confidence_weighting: self-reward pairs have no label confidence (the scores "
+                              "decide); leave it false")
         if self.length_control_margin is not None and self.length_control_margin < 0:
             raise ConfigError("length_control_margin: must be >= 0 (or null)")
         if self.policy.engine.weight_transfer == "nccl" and not (self.policy.engine.num_gpus > 0 and self.train.num_gpus > 0):

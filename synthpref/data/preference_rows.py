@@ -30,6 +30,8 @@ def held_out_split(pairs: list, fraction: float, seed: int) -> tuple[list, list]
         return int(content_id(seed, p.prompt_key), 16) % 10_000 < fraction * 10_000
     train = [p for p in pairs if not held(p)]
     test = [p for p in pairs if held(p)]
-    if not test and len(train) > 1:
-        test = [train.pop()]
+    if not test and len({p.prompt_key for p in train}) > 1:       # the last conversation, all its pairs
+        last = train[-1].prompt_key
+        test = [p for p in train if p.prompt_key == last]
+        train = [p for p in train if p.prompt_key != last]
     return train, test

@@ -157,6 +157,9 @@ class ModelJudge(PooledJudge):
             scores = [f["score"] for f in fields if f["verdict"] == "SCORE"]
             out = {**group[0], "raw": json.dumps({"texts": [o.get("text") for o in group],
                                                   "scores": [f.get("score") for f in fields]})}
+            for key in ("prompt_tokens", "completion_tokens", "n_tokens", "attempts"):   # the cost of all k
+                if any(o.get(key) is not None for o in group):
+                    out[key] = sum(o.get(key) or 0 for o in group)
             out.pop("error", None)
             if scores:
                 out["mean_score"] = sum(scores) / len(scores)

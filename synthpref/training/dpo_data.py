@@ -6,6 +6,7 @@ sums over the token counts, taken when a batch is built), so one reference pass 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,13 +48,17 @@ def encode_pair(tokenizer, messages: list[dict], chosen: str, rejected: str, max
 
 
 def encode_rows(tokenizer, rows: list, max_len: int, quarantined: list[dict], weight_of=None) -> list[DPOPair]:
-    """PromptRows with completions [chosen, rejected] as pairs; rows too long or with identical responses
-    are quarantined with their reason. `weight_of(row)` gives a pair's weight (default 1)."""
+    """PromptRows with completions [chosen, rejected] as pairs; rows too long, with identical responses or
+    whose weight is not a number >= 0 (`weight_of(row)`, default 1) are quarantined with their reason."""
     out = []
     for row in rows:
+        weight = weight_of(row) if weight_of else 1.0
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            quarantined.append({"source": row.source, "reason": "bad_confidence",
+                                "detail": f"confidence {weight!r} is not a number >= 0 (dpo.confidence_weighting)"})
+            continue
         try:
-            out.append(encode_pair(tokenizer, row.messages, *row.completions, max_len,
-                                   weight_of(row) if weight_of else 1.0, row.source))
+            out.append(encode_pair(tokenizer, row.messages, *row.completions, max_len, weight, row.source))
         except TooLong as exc:
             quarantined.append({"source": row.source, "reason": "too_long", "detail": str(exc)})
         except ValueError as exc:
@@ -83,11 +88,13 @@ def pair_tensors(pairs: list[DPOPair], index: list[int], pad_id: int, loss: str 
     return out
 
 
-def pair_logprobs(group, pairs: list[DPOPair], batch_size: int, pad_id: int, on_done=None) -> list[tuple[float, float]]:
+def pair_logprobs(group, pairs: list[DPOPair], batch_size: int, pad_id: int, on_done=None,
+                  shared_prompt: bool = True) -> list[tuple[float, float]]:
     """log p(chosen), log p(rejected) (sums) of every pair under `group`'s model, in the pairs' order."""
     out: list = [None] * len(pairs)
     for index in length_sorted_batches([p.length for p in pairs], batch_size):
-        for i, lp in zip(index, group.forward("forward_pair_logprobs", pair_tensors(pairs, index, pad_id))):
+        batch = pair_tensors(pairs, index, pad_id)
+        for i, lp in zip(index, group.forward("forward_pair_logprobs", batch, shared_prompt)):
             out[i] = (float(lp[0]), float(lp[1]))
         if on_done:
             on_done(len(index))
@@ -95,13 +102,14 @@ def pair_logprobs(group, pairs: list[DPOPair], batch_size: int, pad_id: int, on_
 
 
 def fill_reference(group, pairs: list[DPOPair], batch_size: int, pad_id: int, cache: dict | None = None,
-                   on_done=None) -> dict[str, tuple[float, float]]:
+                   on_done=None, shared_prompt: bool = True) -> dict[str, tuple[float, float]]:
     """Set each pair's reference log-probs: from `cache` (key -> (chosen, rejected)) where it has them, the
     rest by one forward pass of the frozen `group`. Returns the cache with the new ones added."""
     cache = dict(cache or {})
     todo = [p for p in pairs if p.key not in cache]
     if todo:
-        cache.update({p.key: lp for p, lp in zip(todo, pair_logprobs(group, todo, batch_size, pad_id, on_done))})
+        cache.update({p.key: lp for p, lp in zip(todo, pair_logprobs(group, todo, batch_size, pad_id, on_done,
+                                                                       shared_prompt))})
     for p in pairs:
         p.ref = tuple(cache[p.key])
     return cache
@@ -119,11 +127,11 @@ def implicit_margins(policy_lp: list[tuple[float, float]], pairs: list[DPOPair],
 
 
 def preference_accuracy(group, pairs: list[DPOPair], batch_size: int, pad_id: int, beta: float,
-                        loss: str = "sigmoid") -> dict:
+                        loss: str = "sigmoid", shared_prompt: bool = True) -> dict:
     """Held-out preference accuracy (share of pairs whose implicit reward margin is > 0, ties half) and the
     mean margin, with the reference log-probs already filled in."""
     if not pairs:
         return {"pairs": 0, "accuracy": None, "margin": None}
-    margins = implicit_margins(pair_logprobs(group, pairs, batch_size, pad_id), pairs, beta, loss)
+    margins = implicit_margins(pair_logprobs(group, pairs, batch_size, pad_id, None, shared_prompt), pairs, beta, loss)
     wins = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
     return {"pairs": len(pairs), "accuracy": wins / len(pairs), "margin": sum(margins) / len(margins)}

@@ -153,12 +153,9 @@ class TrainerActor:
         s = {"beta": settings} if isinstance(settings, (int, float)) else settings
         beta, kind = float(s.get("beta", 0.1)), s.get("loss", "sigmoid")
         t = _tensors(batch, self.device)
-        both = _pair_inputs(t, self.pad_id)
-        token_logps, counted = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"],
-                                                       both["labels"])
-        logps = token_logps.sum(-1)
+        logps, counted = self._pair_logprobs(t, s.get("shared_prompt", True))
         if kind == "ipo":
-            logps = logps / counted.sum(-1).clamp(min=1)
+            logps = logps / counted.clamp(min=1)
         n = t["chosen_input_ids"].shape[0]
         pc, pr, weights = logps[:n], logps[n:], t.get("pair_weight")
         if kind == "ipo":
@@ -183,14 +180,35 @@ class TrainerActor:
             logps, _ = response_token_logprobs(self.engine, t["input_ids"], t["attention_mask"], t["labels"])
             return logps.sum(-1).tolist()
 
-    def forward_pair_logprobs(self, batch: dict) -> list[list[float]]:
+    def _pair_logprobs(self, t: dict, shared_prompt: bool = True):
+        """(log p of each response: chosen rows then rejected rows [2B], response token counts [2B]): one
+        packed row per pair with the prompt once (pair_packing.py) where the model and the pair allow, else
+        chosen and rejected padded to one width and stacked."""
+        import torch
+
+        from synthpref.training import pair_packing
+        packed = pair_packing.pack(t, self.pad_id) if shared_prompt and pair_packing.supports_packing(self.engine) else None
+        if packed is not None:
+            packed = {k: ({n: x.to(self.device) for n, x in v.items()} if isinstance(v, dict) else v.to(self.device))
+                      for k, v in packed.items()}
+            lc, mc, lr, mr = pair_packing.packed_logprobs(self.engine, packed, next(self.engine.module.parameters()).dtype)
+            return torch.cat([lc.sum(-1), lr.sum(-1)]), torch.cat([mc.sum(-1), mr.sum(-1)])
+        both = _pair_inputs(t, self.pad_id)
+        token_logps, counted = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"],
+                                                       both["labels"])
+        return token_logps.sum(-1), counted.sum(-1)
+
+    def forward_pair_logprobs(self, batch: dict, shared_prompt: bool = True) -> list[list[float]]:
         """[log p(chosen), log p(rejected)] of each pair (reference log-probabilities for DPO)."""
         import torch
         t = _tensors(batch, self.device)
-        both = _pair_inputs(t, self.pad_id)
-        with torch.no_grad():
-            logps = response_token_logprobs(self.engine, both["input_ids"], both["attention_mask"],
-                                            both["labels"])[0].sum(-1)
+        module, training = self.engine.module, self.engine.module.training
+        module.eval()                                  # no dropout (LoRA's) in a scoring pass
+        try:
+            with torch.no_grad():
+                logps, _ = self._pair_logprobs(t, shared_prompt)
+        finally:
+            module.train(training)
         n = t["chosen_input_ids"].shape[0]
         return [[c, r] for c, r in zip(logps[:n].tolist(), logps[n:].tolist())]
 

@@ -1,13 +1,14 @@
 """`synthpref self-reward` end to end on tiny models, fp32 pinned, one shared sampler (its base weights
 given back after each run):
 
-- three iterations in which the policy judges its own candidates on the engines that sample them (the
-  expected 0-5 total), run as two and then resumed to three: the tables of every iteration, pairs and ties
-  counted, iteration t sampled and judged by weights version t, judge agreement with human labels, flip
-  rate, self-preference and win rate reported;
+- three iterations in which the policy (LoRA adapters, after a short seed SFT, DPO against that M_0)
+  judges its own candidates on the engines that sample them (the expected 0-5 total), run as two and then
+  resumed to three: the tables of every iteration, pairs and ties counted, iteration t sampled and judged
+  by weights version t, judge agreement with human labels, flip rate, self-preference and win rate;
 - collapse made visible: a function judge rewarding one fixed word ("please") stands in for the policy's
   judging after a seed SFT that teaches the tiny policy to write words; its distinct-2 falls and the guard
-  stops the loop, while the same loop with accumulated pairs and fresh real pairs keeps diversity higher.
+  stops the loop (a rerun of the stopped run does nothing more), while the same loop with accumulated
+  pairs and fresh real pairs keeps diversity higher.
 """
 from __future__ import annotations
 
@@ -54,12 +55,14 @@ def config(out, files, model, **over) -> SelfRewardConfig:
             "eval": {"prompts": 6, "samples_per_prompt": 2, "audit_pairs": 6, "human": {"path": str(files["human"])},
                      "judging": {"mode": "pairwise", "judges": [
                          {"id": "polite", "type": "function", "function": "tests.rule_judges:polite"}]}},
-            "train": {"lr": 1.0e-4, "dtype": "float32", "max_len": 512, "micro_batch": 8}, **over}
+            "train": {"lr": 1.0e-4, "dtype": "float32", "max_len": 512, "micro_batch": 8, "lora_r": 4},
+            "reference": "initial", "seed_sft": {"data": str(files["sft"]), "limit": 16}, **over}
     return validate(from_dict(SelfRewardConfig, tree))
 
 
 @pytest.fixture(scope="module")
 def three_iterations(tmp_path_factory, files, tiny_model, sampler):
+    """DPO against M_0 (reference: initial) after a short seed SFT, with LoRA adapters."""
     from synthpref.algorithms.self_reward import run_self_reward
     out = tmp_path_factory.mktemp("self-reward") / "run"
     first = run_self_reward(config(out, files, tiny_model, iterations=2), sampler=sampler)
@@ -85,6 +88,7 @@ def test_every_iteration_writes_its_tables_and_counts_its_pairs(three_iterations
             assert by_id[p["chosen_id"]]["token_ids"] == p["chosen_token_ids"]
         assert (folder / "eval_samples.parquet").exists()
     assert (out / "iterations" / "0003" / "eval_samples.parquet").exists()
+    assert (out / "m0" / "config.json").exists()                   # M_0 after seed SFT: the reference model
 
 
 def test_iteration_t_samples_and_judges_with_weights_version_t(three_iterations, tiny_model):
@@ -117,7 +121,8 @@ def test_judging_quality_and_self_preference_are_measured(three_iterations):
 
 
 def collapse_config(out, files, model, **over) -> SelfRewardConfig:
-    settings = {"iterations": 6, "prompts_per_iteration": 16, "self_judge": {"function": "tests.rule_judges:please_rate"},
+    settings = {"iterations": 6, "prompts_per_iteration": 16, "reference": "previous",
+                "self_judge": {"function": "tests.rule_judges:please_rate"},
                 "seed_sft": {"data": str(files["sft"]), "epochs": 12},
                 "guard": {"metric": "distinct_2", "min_fraction": 0.6, "action": "stop"},
                 "eval": {"prompts": 8, "samples_per_prompt": 4},
@@ -130,6 +135,8 @@ def collapse_runs(tmp_path_factory, files, tiny_model, sampler):
     from synthpref.algorithms.self_reward import run_self_reward
     tmp = tmp_path_factory.mktemp("collapse")
     alone = run_self_reward(collapse_config(tmp / "alone", files, tiny_model), sampler=sampler)
+    again = run_self_reward(collapse_config(tmp / "alone", files, tiny_model), sampler=sampler)
+    assert again["iterations"] == alone["iterations"] and again["guard"] == alone["guard"]   # a stopped run stays stopped
     mixed = run_self_reward(collapse_config(tmp / "mixed", files, tiny_model, data_policy="accumulate",
                                             fresh_fraction=0.5, fresh={"path": str(files["fresh"])},
                                             iterations=COLLAPSE_AT + 1,
@@ -141,9 +148,10 @@ def collapse_runs(tmp_path_factory, files, tiny_model, sampler):
 def test_a_loop_rewarding_one_word_collapses_and_the_guard_stops_it(collapse_runs):
     alone, _ = collapse_runs
     guard = alone["guard"]
-    assert guard is not None and abs(guard["fired_at"] - COLLAPSE_AT) <= 1, [r["panel"]["distinct_2"] for r in alone["iterations"]]
+    assert guard["stopped_at"] is not None and abs(guard["stopped_at"] - COLLAPSE_AT) <= 1, \
+        [r["panel"]["distinct_2"] for r in alone["iterations"]]
     records = alone["iterations"]
-    assert records[-1]["iteration"] == guard["fired_at"] and "distinct_2" in guard["message"]
+    assert records[-1]["iteration"] == guard["stopped_at"] and "distinct_2" in guard["fired"][-1]["message"]
     start, end = records[0]["panel"], records[-1]["panel"]
     assert end["distinct_2"] < 0.6 * start["distinct_2"]
     assert end["self_bleu"] > start["self_bleu"] and end["unigram_entropy"] < start["unigram_entropy"]
@@ -152,7 +160,7 @@ def test_a_loop_rewarding_one_word_collapses_and_the_guard_stops_it(collapse_run
 
 def test_accumulating_with_fresh_real_pairs_keeps_diversity_higher(collapse_runs):
     alone, mixed = collapse_runs
-    at = alone["guard"]["fired_at"]
+    at = alone["guard"]["stopped_at"]
     mixed_at = next(r for r in mixed["iterations"] if r["iteration"] == at)
     assert mixed_at["panel"]["distinct_2"] > alone["iterations"][-1]["panel"]["distinct_2"] + 0.2
     assert all(r["fresh_pairs"] > 0 for r in mixed["iterations"][:-1])

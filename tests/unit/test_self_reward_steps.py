@@ -39,14 +39,16 @@ def test_length_control_chooses_the_shortest_near_the_top_but_never_the_worst():
     assert [(c["sample_id"], r["sample_id"]) for c, r in select_pairs(samples_of, scores, margin=10)[0]] == [("short", "worst")]
 
 
-def test_fresh_pairs_are_their_share_of_the_training_set_and_a_new_slice_each_iteration():
+def test_fresh_pairs_are_their_share_of_the_training_set_and_the_next_ones_each_iteration():
     pool = [PromptRow(f"id{i}", [{"role": "user", "content": f"q{i}"}], "s", {}, [f"good {i}", f"bad {i}"])
             for i in range(10)]
-    first, second = fresh_rows(pool, 0, 0.5, 6), fresh_rows(pool, 1, 0.5, 6)
-    assert len(first) == 6 and len(fresh_rows(pool, 0, 0.25, 6)) == 2        # 0.25 = n / (6 + n)
-    assert [r["prompt_id"] for r in second] == ["id6", "id7", "id8", "id9", "id0", "id1"]
+    first = fresh_rows(pool, 0, 0, 0.5, 6)
+    second = fresh_rows(pool, len(first), 1, 0.5, 8)          # more own pairs: more fresh ones, the next in line
+    assert len(first) == 6 and len(fresh_rows(pool, 0, 0, 0.25, 6)) == 2        # 0.25 = n / (6 + n)
+    assert [r["prompt_id"] for r in second] == ["id6", "id7", "id8", "id9", "id0", "id1", "id2", "id3"]
     assert first[0]["chosen"] == [{"role": "assistant", "content": "good 0"}] and first[0]["source"] == "fresh"
-    assert fresh_rows(pool, 3, 0.0, 6) == [] and fresh_rows([], 3, 0.5, 6) == []
+    assert second[0]["iteration"] == 1
+    assert fresh_rows(pool, 0, 3, 0.0, 6) == [] and fresh_rows([], 0, 3, 0.5, 6) == []
 
 
 def test_a_seed_sft_row_teaches_its_completion_in_any_of_trl_s_shapes():
