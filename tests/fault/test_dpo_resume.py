@@ -87,3 +87,17 @@ def test_lora_adapters_train_and_save_merged(tmp_path, pairs_file, tiny_model):
     assert merged.keys() == base.keys()                  # base names: no adapter left in the saved model
     changed = [k for k in base if not torch.equal(base[k], merged[k])]
     assert changed and all(k.endswith("proj.weight") for k in changed)    # only LoRA's target layers moved
+
+
+def test_ipo_learns_the_rule_through_the_trainer(tmp_path, pairs_file, tiny_model):
+    """IPO through train_dpo (per-token mean log-probs, reference means from the same sums) in process."""
+    from synthpref.algorithms.dpo import run_dpo
+    from synthpref.config import DPOConfig, from_dict, validate
+    cfg = validate(from_dict(DPOConfig, dpo_config(tmp_path / "ipo", pairs_file, tiny_model, save_every=0,
+                                                   progress=False, dpo={"loss": "ipo", "beta": 0.1})))
+    cfg.train.epochs = 2
+    report = run_dpo(cfg)
+    events = [json.loads(line) for line in (tmp_path / "ipo" / "metrics.jsonl").read_text().splitlines()]
+    first = next(e for e in events if e["event"] == "train")
+    assert first["loss"] == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-4)     # (h - 1/(2 beta))^2 at h = 0
+    assert report["loss"] == "ipo" and report["held_out"]["accuracy"] > ACCURACY, report["held_out"]
