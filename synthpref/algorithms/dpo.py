@@ -45,7 +45,10 @@ def read_preferences(cfg: DPOConfig, tokenizer, data: DataConfig, quarantined: l
         if value is None:
             missing += 1
             return 1.0
-        return value
+        try:
+            return None if isinstance(value, bool) else float(value)       # "0.8" from a JSON file is fine
+        except (TypeError, ValueError):
+            return None
     return dpo_data.encode_rows(tokenizer, rows, cfg.train.max_len, quarantined,
                                 weight_of if cfg.dpo.confidence_weighting else None), missing
 

@@ -81,6 +81,11 @@ def run_self_reward(cfg: SelfRewardConfig, sampler=None) -> dict:
                           + (jury_cpus(cfg.eval.judging) if cfg.eval.judging else 0) + 1))
         run = SelfRewardRun(job, tokenizer, sampler)
         run.exclude({content_id(p.messages) for p in held}, "held-out prompt (eval.prompts)")
+        audited = {content_id(r.messages) for r in run.human}       # the audit's prompts are never trained on
+        pool = [p for p in pool if content_id(p.messages) not in audited]
+        if not pool:
+            raise no_usable_rows("prompts to train on that are neither held out (eval.prompts) nor human-labelled "
+                                 "(eval.human.path)", cfg.data.path, len(quarantined), f"{len(prompts)} usable")
         write_quarantine(job.out / "quarantine.jsonl", quarantined + run.quarantined)
         done, history = job.state.finished, list(job.state.get("history", []))
         guard = job.state.get("guard") or {"metric": cfg.guard.metric, "min_fraction": cfg.guard.min_fraction,
@@ -88,9 +93,11 @@ def run_self_reward(cfg: SelfRewardConfig, sampler=None) -> dict:
         if job.state.get("seeded") is None:
             steps.seed_sft(run)
             job.state.mark(0, seeded=True)
-        if guard["stopped_at"] is None:
+        stopped_before = guard["stopped_at"] is not None
+        if not stopped_before:
             run.restore(done)
             history = [h for h in history if h["iteration"] < done]
+            guard["fired"] = [f for f in guard["fired"] if f["iteration"] < done]     # iteration `done` is redone
         else:
             say(f"this run was stopped by the collapse guard at iteration {guard['stopped_at']}; nothing to do")
         say(f"precision: {describe_dtypes(run.dtypes())}")
@@ -115,7 +122,8 @@ def run_self_reward(cfg: SelfRewardConfig, sampler=None) -> dict:
             run.metrics.scalars("iteration", it, flat(record))
             run.checkpoint(it + 1)
             job.state.mark(it + 1, history=history, guard=guard, seeded=True)
-        run.policy.save_pretrained(job.out / "policy")
+        if not stopped_before:                         # (a stopped run's policy/ was saved when it stopped)
+            run.policy.save_pretrained(job.out / "policy")
         run.give_back_shared_sampler()
         report = {"output_dir": str(job.out), "policy_dir": str(job.out / "policy"), "dtypes": run.dtypes(),
                   "iterations": history, "guard": guard, "quarantined": len(quarantined) + len(run.quarantined),

@@ -55,7 +55,8 @@ def encode_rows(tokenizer, rows: list, max_len: int, quarantined: list[dict], we
         weight = weight_of(row) if weight_of else 1.0
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             quarantined.append({"source": row.source, "reason": "bad_confidence",
-                                "detail": f"confidence {weight!r} is not a number >= 0 (dpo.confidence_weighting)"})
+                                "detail": f"confidence {row.meta.get('confidence')!r} is not a number >= 0 "
+                                          f"(dpo.confidence_weighting)"})
             continue
         try:
             out.append(encode_pair(tokenizer, row.messages, *row.completions, max_len, weight, row.source))

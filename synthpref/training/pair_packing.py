@@ -68,9 +68,13 @@ def packed_logprobs(model, packed: dict, dtype: torch.dtype) -> tuple[torch.Tens
     forward pass of the packed rows; only the positions that predict a response token get logits."""
     first = int(min(packed["chosen"]["at"][:, 0].min(), packed["rejected"]["at"][:, 0].min()))
     width = packed["input_ids"].shape[1]
-    mask = torch.zeros(packed["allowed"].shape, dtype=dtype).masked_fill(~packed["allowed"], torch.finfo(dtype).min)
-    logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
-                   attention_mask=mask.unsqueeze(1), logits_to_keep=width - first).logits
+    allowed = packed["allowed"]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    inputs = {"input_ids": packed["input_ids"], "position_ids": packed["position_ids"], "attention_mask": mask.unsqueeze(1)}
+    try:
+        logits = model(**inputs, logits_to_keep=width - first).logits
+    except TypeError:                    # a model without logits_to_keep: full logits, then the tail
+        logits = model(**inputs).logits[:, first:]
     logp = F.log_softmax(logits.float(), dim=-1)                        # [B, width - first, V]
     rows = torch.arange(logp.shape[0], device=logp.device).unsqueeze(-1)
     out = []
@@ -82,7 +86,9 @@ def packed_logprobs(model, packed: dict, dtype: torch.dtype) -> tuple[torch.Tens
 
 
 def supports_packing(model) -> bool:
-    """Whether the model takes a 4D additive attention mask (eager and SDPA attention; flash attention
-    does not)."""
+    """Whether the model takes a 4D additive attention mask as the whole of its masking: eager and SDPA
+    attention (flash attention takes none), and no sliding-window layers (a 4D mask replaces their window)."""
     config = getattr(getattr(model, "module", model), "config", None)
-    return getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+    sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    sliding = sliding or "sliding_attention" in (getattr(config, "layer_types", None) or [])
+    return getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "eager") and not sliding

@@ -9,6 +9,7 @@ weights were read out under `deepspeed.zero.GatheredParameters`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -172,11 +173,22 @@ class TrainerActor:
                 "logp_rejected": float(pr.detach().mean()), "rows": n}
 
     # -- forward only --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _scoring(self):
+        """Eval mode for a scoring pass (no dropout, e.g. LoRA's), then back to the mode it was in."""
+        module = self.engine.module
+        training = module.training
+        module.eval()
+        try:
+            yield
+        finally:
+            module.train(training)
+
     def forward_logprobs(self, batch: dict) -> list[float]:
         """log p(response | prompt) of each row (sum over its counted tokens)."""
         import torch
         t = _tensors(batch, self.device)
-        with torch.no_grad():
+        with torch.no_grad(), self._scoring():
             logps, _ = response_token_logprobs(self.engine, t["input_ids"], t["attention_mask"], t["labels"])
             return logps.sum(-1).tolist()
 
@@ -202,13 +214,8 @@ class TrainerActor:
         """[log p(chosen), log p(rejected)] of each pair (reference log-probabilities for DPO)."""
         import torch
         t = _tensors(batch, self.device)
-        module, training = self.engine.module, self.engine.module.training
-        module.eval()                                  # no dropout (LoRA's) in a scoring pass
-        try:
-            with torch.no_grad():
-                logps, _ = self._pair_logprobs(t, shared_prompt)
-        finally:
-            module.train(training)
+        with torch.no_grad(), self._scoring():
+            logps, _ = self._pair_logprobs(t, shared_prompt)
         n = t["chosen_input_ids"].shape[0]
         return [[c, r] for c, r in zip(logps[:n].tolist(), logps[n:].tolist())]
 
@@ -216,7 +223,7 @@ class TrainerActor:
         """The scalar score of each row (reward and critic roles)."""
         import torch
         t = _tensors(batch, self.device)
-        with torch.no_grad():
+        with torch.no_grad(), self._scoring():
             return self.engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, 0].float().tolist()
 
     # -- reinforcement learning (rl_steps.py) ---------------------------------------------------
