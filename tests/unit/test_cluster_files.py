@@ -75,3 +75,34 @@ def test_the_slurm_script_is_valid_bash_that_starts_head_then_workers_then_the_j
     assert {"--nodes", "--gpus-per-node", "--ntasks-per-node"} <= set(re.findall(r"#SBATCH (--[a-z-]+)", text))
     head, worker, job = (text.index(s) for s in ("ray start --head", "ray start --address", "python jobs/run.py"))
     assert head < worker < job and "ray stop" in text[job:]
+
+
+def test_the_sizing_table_in_the_docs_is_what_bench_sizing_prints():
+    import sys
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "sizing.py"), "--markdown"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    docs = (REPO / "docs" / "cluster.md").read_text()
+    shown = docs.split("<!-- sizing:begin -->")[1].split("<!-- sizing:end -->")[0].strip()
+    assert shown == out, "docs/cluster.md's sizing table is stale: rerun bench/sizing.py --markdown"
+    rows = [line.split("|")[1:-1] for line in out.splitlines()[2:]]
+    assert [int(r[0]) for r in rows] == [8, 64, 512]
+    for r in rows:                                          # every GPU is used: engines + judge GPUs = budget
+        engines, judges = int(r[1]), int(r[2].split("(")[0])
+        assert engines + judges == int(r[0]) and float(r[5]) > 0
+
+
+def test_sizing_balances_sampling_against_judging():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sizing", REPO / "bench" / "sizing.py")
+    sizing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sizing)
+    args = sizing.parse(["--gpus", "64"])
+    best = sizing.label_split(64, args)
+    work = sizing.per_label(args)
+    assert work["sampled_tokens"] == 4 * 512 / 6 and work["judge_calls"] == 2
+    # one judge replica more or fewer than the chosen split gives no more labels per hour
+    for replicas in (best["judge_replicas"] - 1, best["judge_replicas"] + 1):
+        engines = 64 - replicas
+        rate = min(engines * args.policy_tok_s / work["sampled_tokens"],
+                   replicas / sizing.judge_seconds_per_label(args, work)) * 3600
+        assert rate <= best["labels_per_hour"] + 1e-6
