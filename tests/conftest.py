@@ -24,6 +24,13 @@ def hh_rlhf_path() -> Path:
     return HH_RLHF
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole session. Jobs join it: in-process ones directly, CLI subprocesses through
@@ -33,7 +40,9 @@ def ray_session():
 
     from synthpref.cluster.ray_setup import init_ray
     from synthpref.config import RayConfig
-    init_ray(RayConfig(num_cpus=12))
+    os.environ["RAY_metrics_report_interval_ms"] = "1000"       # live metrics reach the endpoint within 1 s
+    os.environ["SYNTHPREF_TEST_METRICS_PORT"] = str(free_port())
+    init_ray(RayConfig(num_cpus=12, metrics_export_port=int(os.environ["SYNTHPREF_TEST_METRICS_PORT"])))
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield
     os.environ.pop("RAY_ADDRESS", None)

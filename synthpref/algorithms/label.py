@@ -22,6 +22,7 @@ from synthpref.judging.preflight import TEMPLATE_JUDGES, preflight
 from synthpref.judging.verdicts import FAILED
 from synthpref.models.precision import lower_precision_note
 from synthpref.monitor.console import say
+from synthpref.monitor import ray_metrics
 from synthpref.monitor.metrics import progress
 from synthpref.monitor.summary import ShardCounts, sampling_errors, summarise
 from synthpref.runtime.job import JobRuntime
@@ -73,6 +74,7 @@ def label_shards(job: JobRuntime, todo: list[Shard], store: ShardStore) -> None:
     bar = progress(total=sum(len(s.rows) for s in todo), desc="labelling prompts", unit="prompt", enabled=cfg.progress)
     requests = progress(total=None, desc="engine requests", unit="req", enabled=cfg.progress, position=1)
     totals: dict = {}
+    judge_totals: dict = {}
     for shard in todo:
         start = time.perf_counter()
         tables, counts, extra = label_shard(shard, sampler, jury, cfg, on_done=requests.update)
@@ -85,10 +87,26 @@ def label_shards(job: JobRuntime, todo: list[Shard], store: ShardStore) -> None:
         job.log({"event": "shard", "shard": shard.index, "seconds": round(seconds, 3),
                  "labels_per_s": round(counts.judgments / seconds, 3) if seconds else None,
                  **counts.__dict__, "dtypes": extra["dtypes"]})
+        export_judge_totals(cfg, judge_totals, extra["judges"])
     requests.close()
     bar.close()
     pools = ([sampler.pool] if sampler else []) + list(jury.pools.values())
     job.log({"event": "pools", "pools": {p.name: p.stats for p in pools}})
+
+
+def export_judge_totals(cfg: LabelConfig, totals: dict, shard_judges: dict) -> None:
+    """Each judge's running totals (votes, failures, flips, tokens, retries and, for priced judges, USD) as
+    live metrics of its pool (`judge:ID`), for an operator's dashboard."""
+    prices = {j.id: j for j in cfg.judging.judges}
+    for jid, stats in shard_judges.items():
+        total = totals.setdefault(jid, {})
+        for key in ("votes", "failed", "flips", "prompt_tokens", "completion_tokens", "retries"):
+            total[key] = total.get(key, 0) + stats.get(key, 0)
+        jc = prices.get(jid)
+        if jc is not None and (jc.usd_per_1m_prompt_tokens or jc.usd_per_1m_completion_tokens):
+            total["usd"] = (total["prompt_tokens"] * (jc.usd_per_1m_prompt_tokens or 0)
+                            + total["completion_tokens"] * (jc.usd_per_1m_completion_tokens or 0)) / 1e6
+        ray_metrics.export("judge", total, pool=f"judge:{jid}")
 
 
 def start_workers(job: JobRuntime, needs_sampler: bool):

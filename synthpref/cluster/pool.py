@@ -256,6 +256,13 @@ class ReplicaPool:
         run_jobs([job])
         return job.results
 
+    def export_state(self, queued_chunks: int) -> None:
+        """Replicas, queue depth, work in flight and the pool's counters as live Ray metrics (once a second)."""
+        from synthpref.monitor import ray_metrics
+        ray_metrics.export_every(f"pool:{id(self)}", 1.0, "pool", {
+            "replicas": sum(r.ready for r in self.replicas.values()), "starting": len(self.starting),
+            "queued_chunks": queued_chunks, "inflight_chunks": len(self.inflight), **self.stats}, pool=self.name)
+
     def call_all(self, method: str, *args) -> list:
         return ray.get([getattr(r.spawned.actor, method).remote(*args) for r in self.replicas.values()])
 
@@ -303,6 +310,7 @@ def run_jobs(jobs: list[Job]) -> None:
                 pool._completed(ref)
         for pool in pools:
             pool._check_start_timeouts()
+            pool.export_state(sum(len(j.queue) for j in jobs if j.pool is pool))
 
 
 def missing_resources(demand: dict) -> str:

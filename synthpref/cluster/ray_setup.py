@@ -25,7 +25,8 @@ def init_ray(cfg: RayConfig, min_cpus: int = 1, log_to_driver: bool = True) -> b
         return False
     num_cpus = cfg.num_cpus or max(min_cpus, os.cpu_count() or 1)
     ray.init(address="local", num_cpus=num_cpus, namespace=cfg.namespace, include_dashboard=False,
-             log_to_driver=log_to_driver)
+             log_to_driver=log_to_driver,
+             **({"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}))
     return True
 
 

@@ -84,6 +84,7 @@ class RayConfig:
     address: Optional[str] = field(default=None, metadata={"help": 'None starts a local Ray; "auto" or "ray://host:port" joins one'})
     num_cpus: Optional[int] = field(default=None, metadata={"help": 'logical CPUs of a local Ray (default: enough for all actors)'})
     namespace: str = field(default="synthpref", metadata={"help": "Ray namespace of the job's actors"})
+    metrics_export_port: Optional[int] = field(default=None, metadata={"help": "a local Ray started by the job serves its metrics (Ray's and synthpref's live gauges) in Prometheus format on this port; on a cluster, `ray start --metrics-export-port` sets it per node"})
 
 
 @dataclass

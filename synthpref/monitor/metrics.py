@@ -24,6 +24,9 @@ class MetricsLog:
         line = json.dumps({"time": round(time.time(), 3), **record}, default=str)
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
+        from synthpref.monitor import ray_metrics          # the same numbers, live, for Prometheus / Grafana
+        ray_metrics.export(str(record.get("event", "record")), {k: v for k, v in record.items() if k != "event"},
+                           pool=str(record.get("pool", "")))
 
     def rewind(self, after_step: int, events: tuple[str, ...]) -> int:
         """Remove the records of `events` whose step is past `after_step` (a resumed run does those steps

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from synthpref.cluster import worker_logs
 from synthpref.monitor.console import quiet_terminal
+from synthpref.monitor import ray_metrics
 from synthpref.monitor.metrics import MetricsLog
 from synthpref.runtime.rerun import RunState, refuse_other_job, run_tree
 
@@ -54,6 +55,7 @@ class JobRuntime:
         try:
             worker_logs.set_log_dir(None if self.verbose else str(self.logs))
             self.metrics = MetricsLog(self.out / "metrics.jsonl", self.out / "tensorboard" if self._tensorboard else None)
+            ray_metrics.set_job(self.job, self.out.name)
             if threading.current_thread() is threading.main_thread():
                 # a cancelled Ray job or `kill` unwinds like Ctrl-C, so the block's exit shuts the workers down
                 self._previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
