@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Several Ray nodes on one machine (a head and a worker node), for trying placement and job submission
-# without a cluster. From the project's root, after `make install` (or `make demo`):
+# Several Ray nodes on one machine (a head and RAY_WORKERS worker nodes, 1 by default), for trying placement
+# and job submission without a cluster. From the project's root, after `make install` (or `make demo`):
 #   cluster/local_multinode.sh start
 #   RAY_AUTH_MODE=token .venv/bin/ray job submit --address http://127.0.0.1:8269 --working-dir . \
 #       --runtime-env jobs/runtime_env.yaml -- python jobs/run.py --chdir "$PWD" label --config configs/ci-tiny.yaml
@@ -9,9 +9,10 @@
 #   script puts the project's .venv/bin first, so jobs run with the project's interpreter.
 # - Ray 2.60 uses token authentication: every `ray` command needs RAY_AUTH_MODE=token (STACK.md).
 # - Ports: RAY_PORT (6390), RAY_DASHBOARD_PORT (8269), RAY_CLIENT_PORT (10001), and the nodes' dashboard
-#   agents RAY_AGENT_PORT (52365) and RAY_WORKER_AGENT_PORT (52366): the job API answers only through the
-#   head's agent, which cannot start where another Ray on the machine holds its port. The cluster's files
-#   live under RAY_TEMP_DIR (/tmp/synthpref-ray-$RAY_PORT). `start` returns once the job API answers;
+#   agents RAY_AGENT_PORT (52365) and RAY_WORKER_AGENT_PORT (52366, then +1 per further worker): the job API
+#   answers only through the head's agent, which cannot start where another Ray on the machine holds its port. The cluster's files
+#   live under RAY_TEMP_DIR (/tmp/synthpref-ray-$RAY_PORT; worker i under RAY_TEMP_DIR-wi). `start` returns
+#   once the job API answers;
 #   `stop` ends this cluster's processes only, found by that folder, so another Ray on the machine lives on.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,15 +25,20 @@ CLIENT_PORT=${RAY_CLIENT_PORT:-10001}
 TEMP_DIR=${RAY_TEMP_DIR:-/tmp/synthpref-ray-$PORT}
 AGENT_PORT=${RAY_AGENT_PORT:-52365}
 WORKER_AGENT_PORT=${RAY_WORKER_AGENT_PORT:-52366}
-HEAD_CPUS=${RAY_HEAD_CPUS:-2}
+HEAD_CPUS=${RAY_HEAD_CPUS:-2}             # 0 keeps actors off the head, so they spread over the workers
 WORKER_CPUS=${RAY_WORKER_CPUS:-1}
+WORKERS=${RAY_WORKERS:-1}
 case "${1:-start}" in
   start)
     ray start --head --port="$PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
       --ray-client-server-port="$CLIENT_PORT" --dashboard-agent-listen-port="$AGENT_PORT" \
       --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats
-    ray start --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" --resources='{"judge_node": 1}' \
-      --dashboard-agent-listen-port="$WORKER_AGENT_PORT" --disable-usage-stats
+    for i in $(seq 0 $((WORKERS - 1))); do
+      # each node its own temp dir, as on separate machines: nodes sharing one would unpack a job's working
+      # dir into the same folder, one deleting files another node's processes are importing
+      ray start --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" --resources="{\"worker_node_$i\": 1}" \
+        --dashboard-agent-listen-port="$((WORKER_AGENT_PORT + i))" --temp-dir="$TEMP_DIR-w$i" --disable-usage-stats
+    done
     for _ in $(seq 60); do          # the job API answers once the head's dashboard agent is up
       if ray job list --address "http://127.0.0.1:$DASHBOARD_PORT" >/dev/null 2>&1; then
         echo "Ray head at 127.0.0.1:$PORT, dashboard and job API at http://127.0.0.1:$DASHBOARD_PORT"

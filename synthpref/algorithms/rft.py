@@ -145,6 +145,7 @@ def run_rft(cfg: RFTConfig) -> dict:
         if note:
             say(note)
         job.log({"event": "start", "dtypes": dtypes, "prompts": len(prompts), "quarantined": len(quarantined),
+                 "trainer_nodes": run.policy.nodes,
                  "resumed_after_iteration": version})
         guard = job.state.get("guard") or new_guard_state(cfg)
         stopped = guard["action"] == "stop" and guard["fired_at"] is not None

@@ -153,8 +153,8 @@ class ReplicaPool:
             return
         replica.ready = True
         replica.idle_since = time.monotonic()
-        self.events({"event": "replica_ready", "pool": self.name, "slot": replica.slot,
-                     "pid": replica.info.get("pid"), "seconds": round(time.monotonic() - replica.started_at, 2)})
+        self.events({"event": "replica_ready", "pool": self.name, "slot": replica.slot, "pid": replica.info.get("pid"),
+                     "node_id": replica.info.get("node_id"), "seconds": round(time.monotonic() - replica.started_at, 2)})
 
     def _check_start_timeouts(self) -> None:
         now = time.monotonic()

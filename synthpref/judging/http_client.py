@@ -86,7 +86,9 @@ class OpenAIClientActor:
         return self._client
 
     async def info(self) -> dict:
-        return {"pid": os.getpid(), "model": self.model_name, "url": self.url, "served": self.served}
+        import ray
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(), "model": self.model_name,
+                "url": self.url, "served": self.served}
 
     async def _post(self, payload: dict) -> tuple[dict | None, str | None, int]:
         """(answer, error, attempts): retries transient failures, gives up on the others."""

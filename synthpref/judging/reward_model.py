@@ -48,7 +48,9 @@ class RewardModelActor:
         self.micro_batch = 16
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "model": self.name, "cores": self.cores, "dtype": self.dtype}
+        import ray
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(), "model": self.name,
+                "cores": self.cores, "dtype": self.dtype}
 
     def score(self, requests: list[dict]) -> list[dict]:
         import torch

@@ -120,7 +120,9 @@ class EngineActor:
         return dtype_name(self.llm.llm_engine.model_config.dtype)
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "model": self.model, "max_model_len": self.max_model_len, "served": self.served,
+        import ray
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(), "model": self.model,
+                "max_model_len": self.max_model_len, "served": self.served,
                 "cores": self.cores, "dtype": self.dtype, "engine_pids": self._reaper.pids if self._reaper else [],
                 "weight_version": self.weight_version}
 

@@ -76,6 +76,7 @@ class TrainerGroup:
         self.train_cfg = dataclasses.replace(train or TrainConfig(dtype="float32"), **settings)
         self.model, self.role, self.world_size = for_workers(model), role, self.train_cfg.world_size
         self.actors: list = []
+        self.nodes: list = []                     # the Ray node id of each rank, once ready
         self.placement = None
         try:
             self._start(seed)
@@ -108,7 +109,9 @@ class TrainerGroup:
         """Wait until every rank has built its engine (construct with wait=False to start other workers,
         e.g. the vLLM samplers, meanwhile)."""
         if self._setup:
-            ran = {answer["dtype"] for answer in ray.get(self._setup)}
+            answers = ray.get(self._setup)
+            self.nodes = [answer.get("node_id") for answer in answers]          # rank r's node, for the records
+            ran = {answer["dtype"] for answer in answers}
             if ran != {self.dtype}:
                 raise RuntimeError(f"trainer group {self.role}: ranks hold {sorted(ran)}, expected {self.dtype}")
             self._setup = []

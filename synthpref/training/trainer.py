@@ -119,7 +119,8 @@ class TrainerActor:
                                           weight_decay=train.weight_decay)
             self.engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer, config=config)
         self.device = self.engine.device             # cuda:0 on a GPU rank (Ray shows it one GPU), else cpu
-        return {"rank": self.rank, "dtype": str(next(self.engine.module.parameters()).dtype).removeprefix("torch.")}
+        return {"rank": self.rank, "dtype": str(next(self.engine.module.parameters()).dtype).removeprefix("torch."),
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def _step(self, loss) -> None:
         self.engine.backward(loss)

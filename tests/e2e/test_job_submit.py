@@ -41,13 +41,15 @@ def alive(proc: psutil.Process) -> bool:
         return False
 
 
-@pytest.fixture
-def local_cluster(tmp_path):
-    """A head and a worker node on free ports, stopped (only they) afterwards."""
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
+    """A head (no CPUs: actors go to the workers) and two 1-CPU worker nodes on free ports, started and
+    stopped (only they) by the documented script."""
     ports = {name: free_port() for name in ("RAY_PORT", "RAY_DASHBOARD_PORT", "RAY_CLIENT_PORT", "RAY_AGENT_PORT",
                                             "RAY_WORKER_AGENT_PORT")}
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update({k: str(v) for k, v in ports.items()}, RAY_TEMP_DIR=f"/tmp/sp-ray-{ports['RAY_PORT']}")
+    env.update({k: str(v) for k, v in ports.items()}, RAY_TEMP_DIR=f"/tmp/sp-ray-{ports['RAY_PORT']}",
+               RAY_HEAD_CPUS="0", RAY_WORKERS="2", RAY_WORKER_CPUS="1")
     script = str(REPO / "cluster" / "local_multinode.sh")
     start = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=180)
     try:
@@ -56,29 +58,46 @@ def local_cluster(tmp_path):
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=120)
         left = [p.pid for p in stop_local.cluster_processes(env["RAY_TEMP_DIR"], str(ports["RAY_PORT"])) if alive(p)]
-        shutil.rmtree(env["RAY_TEMP_DIR"], ignore_errors=True)
+        for folder in [env["RAY_TEMP_DIR"], *(f"{env['RAY_TEMP_DIR']}-w{i}" for i in range(2))]:
+            shutil.rmtree(folder, ignore_errors=True)
         assert not left, f"processes of the stopped cluster still alive: {left}"
 
 
-def test_documented_job_submit_labels_the_ci_tiny_job(local_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """What `make demo` builds (runs/demo) and the configs, in a folder of the tests' own (--chdir)."""
     from synthpref.data.demo_prompts import write_demo_prompts
     from synthpref.models.tiny import ensure_tiny_model
+    root = tmp_path_factory.mktemp("submit")
+    ensure_tiny_model(root / "runs" / "demo" / "models" / "policy", seed=1)
+    ensure_tiny_model(root / "runs" / "demo" / "models" / "judge", seed=2)
+    write_demo_prompts(root / "runs" / "demo" / "prompts.jsonl")
+    shutil.copytree(REPO / "configs", root / "configs")
+    return root
 
-    assert SUBMIT in documented_commands(), "the README no longer documents this job submission"
-    # what `make demo` builds and ci-tiny.yaml reads (runs/demo), in a folder of the test's own
-    ensure_tiny_model(tmp_path / "runs" / "demo" / "models" / "policy", seed=1)
-    ensure_tiny_model(tmp_path / "runs" / "demo" / "models" / "judge", seed=2)
-    write_demo_prompts(tmp_path / "runs" / "demo" / "prompts.jsonl")
-    (tmp_path / "configs").mkdir()
-    shutil.copy(REPO / "configs" / "ci-tiny.yaml", tmp_path / "configs")
-    command = SUBMIT.replace(":8269", f":{local_cluster['RAY_DASHBOARD_PORT']}").replace('"$PWD"', str(tmp_path))
+
+def submit(ports, command: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = command.replace(":8269", f":{ports['RAY_DASHBOARD_PORT']}")
     proc = subprocess.run(command, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     assert re.search(r"Job 'raysubmit_\w+' succeeded", log), log[-3000:]
+    return log
 
-    out = tmp_path / "runs" / "ci-tiny"
+
+def nodes_of(out) -> set[str]:
+    """The Ray nodes the job's replicas and trainer ranks ran on (from its metrics.jsonl)."""
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    found = {e["node_id"] for e in events if e.get("event") == "replica_ready" and e.get("node_id")}
+    return found | {n for e in events if e.get("event") == "start" for n in e.get("trainer_nodes") or []}
+
+
+def test_documented_job_submit_labels_the_ci_tiny_job(local_cluster, workdir):
+    assert SUBMIT in documented_commands(), "the README no longer documents this job submission"
+    log = submit(local_cluster, SUBMIT.replace('"$PWD"', str(workdir)))
+
+    out = workdir / "runs" / "ci-tiny"
     summary = json.loads((out / "summary.json").read_text())
     c = summary["counts"]
     assert c["prompts"] == 8 and c["samples"] == 16 and c["pairs"] == 8
@@ -87,3 +106,25 @@ def test_documented_job_submit_labels_the_ci_tiny_job(local_cluster, tmp_path):
     assert pq.read_table(out / "preferences").num_rows == c["preferences"]
     assert set(summary["dtypes"]) == {"sampler", "judge:tiny"} and set(summary["dtypes"].values()) <= set(DTYPES)
     assert f"precision: sampler {summary['dtypes']['sampler']}" in log       # the job printed what it ran
+    assert len(nodes_of(out)) == 2                      # sampler and judge engines on the two worker nodes
+
+
+def test_an_rft_job_submitted_to_three_nodes_trains_across_them(local_cluster, workdir):
+    """The trainer rank and the sampler engine land on different worker nodes (each has one CPU), so the
+    weights travel between nodes; `ray job logs` shows the job's own summary."""
+    command = SUBMIT.replace('"$PWD"', str(workdir)).replace(
+        "label --config configs/ci-tiny.yaml", "rft --config configs/train/rft-demo.yaml output_dir=runs/rft-submit "
+        "iterations=2 prompts_per_iteration=4 policy.samples_per_prompt=2 policy.max_tokens=16 kl_prompts=0")
+    log = submit(local_cluster, command)
+    out = workdir / "runs" / "rft-submit"
+    report = json.loads((out / "report.json").read_text())
+    assert [r["iteration"] for r in report["iterations"]] == [1, 2]
+    assert report["iterations"][1]["sampled_version"] == ["runs/demo/models/policy@v1"]
+    assert len(nodes_of(out)) == 2
+    job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", log).group(1)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    logs = subprocess.run(f"RAY_AUTH_MODE=token .venv/bin/ray job logs --address "
+                          f"http://127.0.0.1:{local_cluster['RAY_DASHBOARD_PORT']} {job_id}", shell=True, cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert "policy (Hugging Face format): runs/rft-submit/policy" in logs.stdout
+
