@@ -6,6 +6,7 @@ workers and agents are their children.
     python cluster/stop_local.py TEMP_DIR PORT
 """
 import os
+import re
 import sys
 
 import psutil
@@ -25,8 +26,8 @@ def belongs_to_cluster(cmdline: list[str], temp_dir: str, port: str, local_hosts
     if not cmdline or not is_ray_daemon(cmdline, temp_dir):
         return False
     for part in cmdline:
-        if temp_dir + "/" in part or part.endswith("=" + temp_dir):
-            return True
+        if temp_dir + "/" in part or part.endswith("=" + temp_dir) or re.search(re.escape(temp_dir) + r"-w\d+(/|$)", part):
+            return True                            # the head's folder, or worker i's (TEMP_DIR-wi)
         if part.startswith(ADDRESS_FLAGS):
             host, _, head_port = part.split("=", 1)[1].rpartition(":")
             if head_port == port and host in local_hosts:

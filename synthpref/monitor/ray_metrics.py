@@ -9,19 +9,40 @@ Without Ray (a job that needs no actors) or without a metrics agent nothing is e
 """
 from __future__ import annotations
 
+import logging
 import numbers
 import re
+import sys
+import threading
 import time
 
 _GAUGES: dict[str, object] = {}
 _TAG_KEYS = ("synthpref_job", "run", "pool")
 _LAST: dict[str, float] = {}
 _DEFAULTS: dict[str, str] = {}
+_VALUES: dict[tuple, float] = {}           # (name, tags) -> the last value, set again every REFRESH_S
+_REFRESH: list = []
+REFRESH_S = 1.0
+log = logging.getLogger(__name__)
 
 
 def set_job(job: str, run: str) -> None:
-    """The job and run (output folder name) every metric of this process is tagged with."""
+    """The job and run (output folder name) every metric of this process is tagged with; the values of an
+    earlier job in this process stop being served."""
     _DEFAULTS.update(synthpref_job=job, run=run)
+    _VALUES.clear()
+
+
+def _refresh_forever() -> None:
+    """Ray sends a gauge's value once and its agent forgets it after two report intervals: every value is
+    set again each REFRESH_S, so a gauge shows its last value for as long as the job runs."""
+    while True:
+        time.sleep(REFRESH_S)
+        for (name, tags), value in list(_VALUES.items()):
+            try:
+                _GAUGES[name].set(value, tags=dict(tags))
+            except Exception:  # a Ray that went away: nothing to serve
+                pass
 
 
 def metric_name(*parts: str) -> str:
@@ -44,24 +65,30 @@ def numbers_of(values: dict, prefix: str = "") -> dict[str, float]:
 
 def export(event: str, values: dict, **tags: str) -> int:
     """Set gauge synthpref_<event>_<field> for each number of `values`; returns how many were set (0
-    without a Ray connection)."""
-    try:
-        import ray
-        if not ray.is_initialized():
-            return 0
-        from ray.util.metrics import Gauge
-    except Exception:  # no Ray here: the JSON lines are the record
+    without a Ray connection, or when Ray refuses: metrics never fail a job)."""
+    ray = sys.modules.get("ray")                   # a process that never imported Ray exports nothing
+    if ray is None or not ray.is_initialized():
         return 0
-    tags = {k: str(tags.get(k, _DEFAULTS.get(k, ""))) for k in _TAG_KEYS}
-    count = 0
-    for field, value in numbers_of(values).items():
-        name = metric_name("synthpref", event, field)
-        gauge = _GAUGES.get(name)
-        if gauge is None:
-            gauge = _GAUGES[name] = Gauge(name, description=f"synthpref {event} event: {field}", tag_keys=_TAG_KEYS)
-        gauge.set(value, tags=tags)
-        count += 1
-    return count
+    try:
+        from ray.util.metrics import Gauge
+        tags = {k: str(tags.get(k, _DEFAULTS.get(k, ""))) for k in _TAG_KEYS}
+        count = 0
+        for field, value in numbers_of(values).items():
+            name = metric_name("synthpref", event, field)
+            gauge = _GAUGES.get(name)
+            if gauge is None:
+                gauge = _GAUGES[name] = Gauge(name, description=f"synthpref {event} event: {field}",
+                                              tag_keys=_TAG_KEYS)
+            gauge.set(value, tags=tags)
+            _VALUES[(name, tuple(sorted(tags.items())))] = value
+            count += 1
+        if not _REFRESH:
+            _REFRESH.append(threading.Thread(target=_refresh_forever, name="synthpref-metrics", daemon=True))
+            _REFRESH[0].start()
+        return count
+    except Exception as exc:  # e.g. a number too large for a float, a Ray client connection
+        log.warning("live metrics for %s not exported: %s", event, exc)
+        return 0
 
 
 def export_every(key: str, seconds: float, event: str, values: dict, **tags: str) -> int:

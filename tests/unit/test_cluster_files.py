@@ -34,7 +34,8 @@ def test_the_cluster_launcher_yaml_passes_rays_own_validation():
     validate_config(prepare_config(config))                  # what `ray up` does: defaults merged, then checked
     gpu = config["available_node_types"]["gpu_8x"]
     assert gpu["resources"]["GPU"] == 8 and config["available_node_types"]["head"]["resources"] == {"CPU": 0}
-    assert config["docker"]["image"] and "--gpus all" in config["docker"]["run_options"]
+    assert config["docker"]["image"] and "--gpus all" in config["docker"]["worker_run_options"]
+    assert "--gpus all" not in config["docker"]["run_options"]          # the CPU head has no GPU for docker
     with pytest.raises(Exception):                          # the validation is real: a stray key is refused
         validate_config(prepare_config({**config, "not_a_ray_key": 1}))
 

@@ -29,3 +29,11 @@ def test_other_clusters_and_other_programs_are_spared():
     assert not belongs(f"tail -f {SESSION}/logs/raylet.out")                            # not a Ray program
     assert not belongs(f"python3 cluster/stop_local.py {TMP} 6390")
     assert not belongs(f"{PKG}/core/src/ray/raylet/raylet --session_dir={TMP}-other/session_1", port="6391")
+
+
+def test_worker_nodes_with_their_own_temp_dirs_are_found():
+    """local_multinode.sh gives worker i the folder TMP-wi: its daemons belong to the cluster even when
+    their command line names no head address."""
+    assert belongs(f"{PKG}/core/src/ray/raylet/raylet --session_dir={TMP}-w0/session_1", port="6391")
+    assert belongs(f"python3 -u {PKG}/_private/log_monitor.py --logs-dir={TMP}-w12/session_2/logs", port="6391")
+    assert not belongs(f"{PKG}/core/src/ray/raylet/raylet --session_dir={TMP}-wx/session_1", port="6391")
