@@ -12,7 +12,7 @@ from synthpref.data.prompts import read_rows, round_seed
 from synthpref.data.quarantine import write_quarantine
 from synthpref.data.readers import PromptRow
 
-from synthpref.data.schema import MESSAGES, content_id
+from synthpref.data.schema import MESSAGES
 from synthpref.errors import no_usable_rows
 from synthpref.models.loading import pad_id
 from synthpref.monitor.metrics import progress
@@ -121,10 +121,6 @@ def sft_batches(tokenizer, rows: list, max_len: int, batch_size: int, seed: int,
             quarantined.append({"source": row.source, "reason": "too_long", "detail": str(exc)})
     order = shuffled(length_sorted_batches([len(e.input_ids) for e in encoded], batch_size), seed)
     return [collate([encoded[i] for i in index], pad_id(tokenizer)) for index in order]
-
-
-def audit_id(prompt_id: str, own: str, other: str) -> str:
-    return content_id("audit", prompt_id, own, other)
 
 
 def sft_target(row: PromptRow) -> str | None:
