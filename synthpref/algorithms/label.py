@@ -51,12 +51,16 @@ def run_label(cfg: LabelConfig) -> dict:
 
 
 def template_hashes(cfg: LabelConfig) -> list[str]:
-    """A template given as a YAML file may change under the same name: its content hash is part of the run."""
+    """A template or a constitution given as a YAML file may change under the same name: its content hash
+    is part of the run."""
+    from synthpref.judging.constitution import load_constitution
     from synthpref.judging.templates import get_template
+    constitutional = bool(cfg.judging.constitution)
     try:
-        return [get_template(j.template, cfg.judging.mode, j.verdict).hash for j in cfg.judging.judges
-                if j.type in TEMPLATE_JUDGES]
-    except Exception:           # an unknown template: preflight names the key
+        hashes = [get_template(j.template, cfg.judging.mode, j.verdict, constitutional).hash
+                  for j in cfg.judging.judges if j.type in TEMPLATE_JUDGES]
+        return hashes + ([f"constitution:{load_constitution(cfg.judging.constitution).hash}"] if constitutional else [])
+    except Exception:           # an unknown template or constitution: preflight names the key
         return []
 
 
@@ -169,6 +173,7 @@ def label_shard(shard: Shard, sampler, jury, cfg: LabelConfig, on_done=None) -> 
         completion_tokens=sum(r["completion_tokens"] or 0 for r in rows),
         chosen_longer=sum(1 for p in prefs if p["length_delta"] > 0))
     extra = {"sampling_errors": errors, "judges": judged.stats["judges"], "judge_agreement": judged.stats["agreement"],
+             "principles": judged.stats.get("principles", {}),
              "dtypes": running_dtypes(sampler, jury)}
     tables = {"prompts": to_table([prompt_row(r) for r in shard.rows], PROMPTS),
               "samples": to_table(samples, SAMPLES), "judgments": to_table(rows, JUDGMENTS),

@@ -33,24 +33,50 @@ class EncodedPair:
     prompt_key: str            # the conversation's hash: the unit of the held-out split
     chosen: list[int]
     rejected: list[int]
+    target: float = 1.0        # P(chosen preferred): 1 for hard labels, the label's probability for soft ones
 
 
-def encode_pairs(tokenizer, rows: list[PromptRow], max_len: int, quarantined: list[dict]) -> list[EncodedPair]:
+def soft_label(row: PromptRow) -> float | None:
+    """A row's P(chosen preferred): `soft_label`, else `score_chosen` of a pairwise `synthpref label` table (the
+    jury's P(chosen better) under mean_prob rules); None when it has none or it is not a probability."""
+    for key in ("soft_label", "score_chosen"):
+        value = row.meta.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) if 0.0 <= value <= 1.0 else None
+    return None
+
+
+def encode_pairs(tokenizer, rows: list[PromptRow], max_len: int, quarantined: list[dict],
+                 soft: bool = False) -> list[EncodedPair]:
+    """Tokenised pairs; with `soft`, each carries its soft label, and a row without a probability in
+    [0, 1] is quarantined (reason no_soft_label)."""
     out = []
     for row in rows:
+        target = soft_label(row) if soft else 1.0
+        if target is None:
+            quarantined.append({"source": row.source, "reason": "no_soft_label",
+                                "detail": "train.soft_labels needs soft_label or score_chosen in [0, 1] (a pairwise "
+                                          "label table with mean_prob rules); got "
+                                          f"{row.meta.get('soft_label', row.meta.get('score_chosen'))!r}"})
+            continue
         try:
             chosen, rejected = (encode_scored(tokenizer, row.messages, c, max_len) for c in row.completions)
         except TooLong as exc:
             quarantined.append({"source": row.source, "reason": "too_long", "detail": str(exc)})
             continue
-        out.append(EncodedPair(content_id(row.messages), chosen, rejected))
+        out.append(EncodedPair(content_id(row.messages), chosen, rejected, target))
     return out
 
 
-def pair_batches(pairs: list[EncodedPair], batch_size: int, seed: int, pad: int):
+def pair_batches(pairs: list[EncodedPair], batch_size: int, seed: int, pad: int, soft: bool = False):
+    """Length-sorted batches in a seeded order; with `soft`, each carries `target` [B] (the soft labels)."""
+    import torch
     lengths = [max(len(p.chosen), len(p.rejected)) for p in pairs]
     for index in shuffled(length_sorted_batches(lengths, batch_size), seed):
-        yield collate_pairs([pairs[i].chosen for i in index], [pairs[i].rejected for i in index], pad)
+        batch = collate_pairs([pairs[i].chosen for i in index], [pairs[i].rejected for i in index], pad)
+        if soft:
+            batch["target"] = torch.tensor([pairs[i].target for i in index], dtype=torch.float32)
+        yield batch
 
 
 def accuracy(group, pairs: list[EncodedPair], batch_size: int, pad: int) -> dict:
@@ -76,7 +102,7 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
     with JobRuntime(cfg, "train-rm") as job:
         tokenizer = tokenizer_or_error(cfg.model, "model")
         rows, quarantined = read_pairs(cfg.data)
-        pairs = encode_pairs(tokenizer, rows, cfg.train.max_len, quarantined)
+        pairs = encode_pairs(tokenizer, rows, cfg.train.max_len, quarantined, cfg.soft_labels)
         train, test = held_out_split(pairs, cfg.eval_fraction, cfg.seed)
         write_quarantine(job.out / "quarantine.jsonl", quarantined)
         if not train:
@@ -95,12 +121,13 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
         if note:
             say(note)
         job.log({"event": "start", "dtypes": dtypes, "pairs": len(pairs), "train": len(train), "held_out": len(test),
-                 "quarantined": len(quarantined), "resumed_after_epoch": done})
+                 "quarantined": len(quarantined), "resumed_after_epoch": done, "soft_labels": cfg.soft_labels,
+                 "mean_target": sum(p.target for p in train) / len(train)})
         steps_per_epoch = -(-len(train) // batch_size)
         step = done * steps_per_epoch
         for epoch in range(done + 1, cfg.train.epochs + 1):
             bar = progress(steps_per_epoch, f"reward model epoch {epoch}/{cfg.train.epochs}", "step", cfg.progress)
-            for batch in pair_batches(train, batch_size, cfg.seed + epoch, pad):
+            for batch in pair_batches(train, batch_size, cfg.seed + epoch, pad, cfg.soft_labels):
                 step += 1
                 stats = group.train("train_bt", batch)
                 job.metrics.scalars("train", step, {"epoch": epoch, **stats})

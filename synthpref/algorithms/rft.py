@@ -37,6 +37,7 @@ from synthpref.monitor.diversity import distinct_n, panel, prefixed, unprefixed,
 from synthpref.monitor.metrics import progress
 from synthpref.runtime.job import JobRuntime
 from synthpref.training.weight_sender import weight_sender
+from synthpref.training.batches import sft_batches
 
 
 class RFTRun:
@@ -82,7 +83,7 @@ class RFTRun:
         size = t.micro_batch * t.world_size
         losses = []
         for epoch in range(1, t.epochs + 1):
-            batches = steps.sft_batches(self.tokenizer, rows, t.max_len, size, round_seed(self.cfg.seed, "rft", iteration) + epoch,
+            batches = sft_batches(self.tokenizer, rows, t.max_len, size, round_seed(self.cfg.seed, "rft", iteration) + epoch,
                                         quarantined if epoch == 1 else [], ids_of)
             bar = progress(len(batches), f"iteration {iteration} SFT epoch {epoch}", "step", self.cfg.progress)
             for batch in batches:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from synthpref.data.readers import PromptRow
 from synthpref.models.loading import pad_id
-from synthpref.training.batches import TooLong, collate, encode, length_sorted_batches, shuffled
+from synthpref.training.batches import TooLong, collate, encode
 
 
 @dataclass
@@ -51,21 +51,6 @@ def sft_rows(kept: list[dict], conversations: dict[str, list[dict]], iteration: 
     return [{"prompt_id": s["prompt_id"], "sample_id": s["sample_id"], "prompt": conversations[s["prompt_id"]],
              "completion": [{"role": "assistant", "content": s["text"]}], "score": s["score"],
              "iteration": iteration, "policy": s["policy"]} for s in kept]
-
-
-def sft_batches(tokenizer, rows: list[dict], max_len: int, batch_size: int, seed: int,
-                quarantined: list[dict], ids_of: dict[str, list[int] | None] | None = None) -> list[dict]:
-    """Tokenised, length-sorted batches of the SFT rows in a seeded order; rows too long are quarantined.
-    `ids_of` maps a sample id to the token ids its sampler produced: those are trained on as they are."""
-    encoded = []
-    for row in rows:
-        try:
-            encoded.append(encode(tokenizer, row["prompt"], row["completion"][0]["content"], max_len,
-                                  (ids_of or {}).get(row["sample_id"])))
-        except TooLong as exc:
-            quarantined.append({"sample_id": row["sample_id"], "reason": "too_long", "detail": str(exc)})
-    order = shuffled(length_sorted_batches([len(e.input_ids) for e in encoded], batch_size), seed)
-    return [collate([encoded[i] for i in index], pad_id(tokenizer)) for index in order]
 
 
 def kl_batch(tokenizer, prompts: list[PromptRow], samples: list[dict], max_len: int) -> dict | None:

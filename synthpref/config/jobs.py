@@ -59,6 +59,7 @@ class TrainRMConfig:
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     verbose: bool = field(default=False, metadata={"help": "show engine, DeepSpeed, transformers and Ray worker output in the terminal (quiet runs write it to OUTPUT/logs/ instead)"})
     eval_fraction: float = field(default=0.1, metadata={"help": "share of prompts held out for accuracy (split by prompt, so no prompt is in both)"})
+    soft_labels: bool = field(default=False, metadata={"help": "train on soft labels: the target of each pair is its P(chosen preferred) (the row's soft_label, else score_chosen of a pairwise label table judged with mean_prob rules), not 1; rows without one are quarantined (constitutional AI's preference model, Bai et al. 2022)"})
     human_eval: HumanEvalConfig = field(default_factory=HumanEvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     data: DataConfig = field(default_factory=DataConfig)

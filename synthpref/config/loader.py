@@ -149,8 +149,12 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -
 
 
 def validate(cfg: Any, key: str = "") -> Any:
-    """Run `check(key)` of every section of the tree, children first, each exactly once; returns cfg."""
+    """Run `check(key)` of every section of the tree, children first, each exactly once; returns cfg. A
+    section whose field says `filled_by_job` (a later phase of a multi-phase job, part of it taken from
+    an earlier phase) is checked by the job once it has filled it in."""
     for f in dataclasses.fields(cfg):
+        if f.metadata.get("filled_by_job"):
+            continue
         value = getattr(cfg, f.name)
         child = f"{key}.{f.name}" if key else f.name
         if dataclasses.is_dataclass(value):
@@ -171,6 +175,9 @@ def describe_keys(cls: type, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
+        if f.metadata.get("filled_by_job"):          # a whole job's config: its own --help lists the keys
+            lines.append(f"  {key}.*: {f.metadata.get('help', '')}")
+            continue
         if dataclasses.is_dataclass(tp):
             lines.extend(describe_keys(tp, key + "."))
             continue

@@ -7,6 +7,7 @@ from synthpref.config.loader import describe_keys
 from synthpref.config.dpo import DPOConfig
 from synthpref.config.ppo import PPOConfig
 from synthpref.config.self_reward import SelfRewardConfig
+from synthpref.config.cai import CAIConfig
 
 # (subcommand, config class, what the job does)
 JOBS = [
@@ -20,6 +21,9 @@ JOBS = [
     ("dpo", DPOConfig, "offline DPO or IPO on preference pairs, the reference log-probs computed once"),
     ("self-reward", SelfRewardConfig, "self-rewarding DPO: the policy samples, judges its own candidates and learns "
                                       "from its best-vs-worst pairs, with the collapse and self-preference guards"),
+    ("cai", CAIConfig, "constitutional AI: critique and revision against drawn principles and fine-tuning on the "
+                       "revisions (SL phase), then principle-conditioned soft labels, a reward model trained on them "
+                       "and PPO against it (RL phase), one resumable job"),
 ]
 
 

@@ -94,6 +94,7 @@ class DataConfig:
     split: str = field(default="train", metadata={"help": 'for Hugging Face datasets'})
     limit: Optional[int] = field(default=None, metadata={"help": 'read at most this many rows'})
     shard_size: int = field(default=16, metadata={"help": 'prompts per shard (the unit of resume)'})
+    prompts_only: bool = field(default=False, metadata={"help": "read only the conversations: ready completions (chosen/rejected, completions) are set aside so every prompt is sampled, and a conversation that repeats is a duplicate (e.g. hh-rlhf transcripts as red-team prompts)"})
 
     def check(self, key: str) -> None:
         if self.limit is not None and self.limit < 1:
@@ -135,7 +136,8 @@ class JudgeConfig:
     function: str = field(default="", metadata={"help": 'function judges: "module:function"'})
     verdict: Literal["logprob", "text"] = field(default="logprob", metadata={"help": 'logprob: P(first) from one next token; text: a generated, parsed verdict'})
     template: str = field(default="", metadata={"help": 'template name; "" picks the default for mode and verdict'})
-    rationale: bool = field(default=False, metadata={"help": 'text verdicts: ask for reasoning before the verdict'})
+    rationale: bool = field(default=False, metadata={"help": "text verdicts: ask for reasoning before the verdict; pairwise logprob verdicts: chain of thought, the judge writes its reasoning and the choice probabilities are read in a second turn (two engine calls)"})
+    p_band: Optional[list[float]] = field(default=None, metadata={"help": "pairwise logprob verdicts: clamp each P(first) into [low, high] (constitutional AI clamps chain-of-thought labels to [0.4, 0.6]); null = off"})
     max_tokens: int = field(default=256, metadata={"help": 'text verdicts'})
     samples: int = field(default=1, metadata={"help": "pointwise text verdicts: judge each response this many times (seeded, at `temperature`) and average the scores that parse (self-consistency; self-rewarding uses 3); a response none of whose verdicts parse is FAILED"})
     temperature: float = field(default=0.0, metadata={"help": "text verdicts: sampling temperature of the judge (> 0 when samples > 1)"})
@@ -169,6 +171,13 @@ class JudgeConfig:
             raise ConfigError(f"{key}.max_tokens: must be >= 1")
         if self.samples < 1 or self.temperature < 0:
             raise ConfigError(f"{key}: need samples >= 1 and temperature >= 0")
+        if self.p_band is not None:
+            if len(self.p_band) != 2 or not 0 <= self.p_band[0] <= 0.5 <= self.p_band[1] <= 1:
+                raise ConfigError(f"{key}.p_band: expected [low, high] with 0 <= low <= 0.5 <= high <= 1, "
+                                  f"got {self.p_band}")
+            if self.verdict != "logprob" or self.type not in ("vllm", "http"):
+                raise ConfigError(f"{key}.p_band: clamps probabilities read from logprobs; it needs a vllm or "
+                                  f"http judge with verdict logprob")
         if self.samples > 1 and (self.verdict != "text" or self.temperature <= 0 or self.type not in ("vllm", "http")):
             raise ConfigError(f"{key}.samples: several judge samples need a vllm or http judge with verdict text "
                               f"and temperature > 0")
@@ -182,6 +191,7 @@ class JudgingConfig:
     jury_rule: Literal["majority", "mean_prob", "weighted"] = field(default="majority", metadata={"help": "how judges' votes combine: majority vote, mean probability, or weighted vote"})
     tie_margin: float = field(default=0.0, metadata={"help": '|P(first) - 0.5| <= margin counts as a tie'})
     max_pairs_per_prompt: Optional[int] = field(default=None, metadata={"help": 'cap on pairs per prompt (default: all pairs of the k completions)'})
+    constitution: str = field(default="", metadata={"help": 'principle-conditioned comparisons (constitutional AI, Bai et al. 2022): "default" (the built-in constitution) or a constitution YAML file; each pair draws one principle, asked of every judge in both orders and recorded with its judgments and preference. "" = off'})
     judges: list[JudgeConfig] = field(default_factory=list, metadata={"help": 'the jury: a list of judges'})
 
     def check(self, key: str) -> None:
@@ -200,6 +210,8 @@ class JudgingConfig:
             raise ConfigError(f"{key}.max_pairs_per_prompt: must be >= 1 (or null for all pairs)")
         if not 0 <= self.tie_margin < 0.5:
             raise ConfigError(f"{key}.tie_margin: must be in [0, 0.5)")
+        if self.constitution and self.mode != "pairwise":
+            raise ConfigError(f"{key}.constitution: principle-conditioned comparisons judge pairs; set mode: pairwise")
 
 
 # the attention and MLP projections of Llama-style models

@@ -12,7 +12,7 @@ from synthpref.models.loading import chat_prompt_ids, tokenizer_or_error
 
 def read_rows(data: DataConfig) -> Iterator[PromptRow | Quarantined]:
     """The rows of `data`, at most `data.limit` of them."""
-    for n_read, item in enumerate(read_prompts(data.path, data.format, data.split)):
+    for n_read, item in enumerate(read_prompts(data.path, data.format, data.split, data.prompts_only)):
         if data.limit is not None and n_read >= data.limit:
             return
         yield item

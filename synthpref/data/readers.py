@@ -222,8 +222,10 @@ def detect_format(path: str) -> str:
     return "hf"
 
 
-def read_prompts(path: str, fmt: str = "auto", split: str = "train") -> Iterator[Item]:
-    """Every row of a prompt source, usable or quarantined, in input order; duplicates quarantined."""
+def read_prompts(path: str, fmt: str = "auto", split: str = "train", prompts_only: bool = False) -> Iterator[Item]:
+    """Every row of a prompt source, usable or quarantined, in input order; duplicates quarantined.
+    `prompts_only`: ready completions (chosen/rejected, completions) are set aside, so every prompt is
+    sampled; rows that then repeat a conversation are duplicates."""
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt in ("jsonl", "hh-rlhf"):
         if not Path(path).exists():
@@ -237,6 +239,8 @@ def read_prompts(path: str, fmt: str = "auto", split: str = "train") -> Iterator
         items = read_hf(path, split)
     seen: dict[str, str] = {}
     for item in items:
+        if isinstance(item, PromptRow) and prompts_only and item.completions is not None:
+            item = PromptRow(content_id(item.messages, None), item.messages, item.source, item.meta, None)
         if isinstance(item, PromptRow):
             if item.prompt_id in seen:
                 yield Quarantined(item.source, "duplicate", f"same content as {seen[item.prompt_id]}",

@@ -12,8 +12,8 @@ import pyarrow as pa
 
 # Raised whenever a table gains or loses a column; it is part of every job fingerprint, so an output folder
 # never mixes shards of two schemas (which `datasets.load_dataset("parquet", ...)` cannot read together).
-# 2: samples gained `dtype`.
-SCHEMA_VERSION = 2
+# 2: samples gained `dtype`. 3: judgments gained `principle`.
+SCHEMA_VERSION = 3
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
@@ -56,6 +56,7 @@ JUDGMENTS = pa.schema([
     ("attempts", pa.int64()),            # tries this verdict took (remote judges retry; null for local ones)
     ("choice_probs", pa.string()),       # logprob verdicts: JSON {label: probability renormalised over the labels}
     ("weight_version", pa.int64()),      # local engines: the weight version that judged (0 = as built; self-rewarding)
+    ("principle", pa.string()),          # constitutional judging: the id of the principle the pair was compared under
 ])
 
 PREFERENCES = pa.schema([
@@ -82,6 +83,18 @@ SFT = pa.schema([                        # prompt/completion in TRL's conversati
     ("score", pa.float64()),
     ("iteration", pa.int64()),
     ("policy", pa.string()),             # model @ weight version that sampled it
+])
+
+CRITIQUES = pa.schema([                  # cai: every critique -> revision round of the SL phase
+    ("prompt_id", pa.string()),
+    ("round", pa.int64()),               # 1..rounds
+    ("principle", pa.string()),          # the id of the principle drawn for this prompt and round
+    ("answer_before", pa.string()),      # the latest answer the round critiqued
+    ("critique", pa.string()),
+    ("revision", pa.string()),
+    ("kept", pa.bool_()),                # the revision replaced the answer
+    ("reason", pa.string()),             # why not (empty_revision, critique_failed: ..., revision_failed: ...)
+    ("revision_id", pa.string()),
 ])
 
 REWARDS = pa.schema([                    # ppo: what became of each completion of a step

@@ -39,6 +39,7 @@ class PairRequest:
     conversation: list[dict]
     first: str
     second: str
+    principle: object = None   # constitutional judging: the pair's Principle (its comparison question is asked)
 
 
 @dataclass
@@ -79,15 +80,20 @@ def judgment_row(judge_id: str, template_hash: str, pair_id: str, order: str, ve
     row = {"pair_id": pair_id, "judge_id": judge_id, "template_hash": template_hash, "order": order,
            "verdict": verdict, "p_first": None, "score": None, "raw": "", "rationale": None, "error": None,
            "latency_s": None, "prompt_tokens": None, "completion_tokens": None, "attempts": None,
-           "choice_probs": None, "weight_version": None}
+           "choice_probs": None, "weight_version": None, "principle": None}
     row.update(fields)
     return row
 
 
+def clamp(p: float, band: list[float] | None) -> float:
+    """P(first) clamped into [low, high] (constitutional AI's chain-of-thought labels: [0.4, 0.6])."""
+    return p if not band else min(max(p, band[0]), band[1])
+
+
 class ModelJudge(PooledJudge):
-    def __init__(self, cfg: JudgeConfig, mode: str, pool, tie_margin: float = 0.0):
+    def __init__(self, cfg: JudgeConfig, mode: str, pool, tie_margin: float = 0.0, constitutional: bool = False):
         self.cfg, self.id, self.pool, self.tie_margin = cfg, cfg.id, pool, tie_margin
-        self.template = templates.get_template(cfg.template, mode, cfg.verdict)
+        self.template = templates.get_template(cfg.template, mode, cfg.verdict, constitutional)
         self.template_hash = self.template.hash
 
     def _job(self, messages: list[list[dict]], groups: list[str], on_done: Progress) -> Job:
@@ -122,7 +128,7 @@ class ModelJudge(PooledJudge):
         if "error" in out:
             return {"verdict": FAILED, "error": out["error"]}
         if self.cfg.verdict == "logprob":
-            p_first = out["probs"][self.template.choices[0]]
+            p_first = clamp(out["probs"][self.template.choices[0]], self.cfg.p_band)
             return {"verdict": verdict_from_p(p_first, self.tie_margin), "p_first": p_first}
         try:
             verdict, rationale = parse_pairwise_text(out["text"])
@@ -168,13 +174,50 @@ class ModelJudge(PooledJudge):
             merged.append(out)
         return merged
 
+    def _pair_messages(self, r: PairRequest, reasoning) -> list[dict]:
+        question = r.principle.comparison if r.principle is not None else None
+        return templates.pairwise_messages(self.template, r.conversation, r.first, r.second, reasoning, question)
+
     def start_pairs(self, requests: list[PairRequest], on_done: Progress = None) -> Pending:
-        messages = [templates.pairwise_messages(self.template, r.conversation, r.first, r.second, self.cfg.rationale)
-                    for r in requests]
+        if self.cfg.verdict == "logprob" and self.cfg.rationale:
+            return self._start_cot_pairs(requests, on_done)
+        messages = [self._pair_messages(r, self.cfg.rationale) for r in requests]
         job = self._job(messages, [r.pair_id for r in requests], on_done)
         return Pending([job], lambda: [
             judgment_row(self.id, self.template_hash, r.pair_id, r.order, **self._common(out), **self._pair_fields(out))
             for r, out in zip(requests, self._outputs(job))])
+
+    def _start_cot_pairs(self, requests: list[PairRequest], on_done: Progress) -> Pending:
+        """Chain of thought, then a logprob verdict (constitutional AI's CoT labels): the judge first writes its
+        reasoning; the choice probabilities are then read after a second turn asking for the letter. The
+        reasoning is kept as the rationale; token counts and latency are those of both calls."""
+        first = [self._pair_messages(r, templates.THINK) for r in requests]
+        think = Job(self.pool, "generate", [{"messages": m, "max_tokens": self.cfg.max_tokens,
+                                             "temperature": self.cfg.temperature, "prefix_group": r.pair_id}
+                                            for m, r in zip(first, requests)], self.cfg.chunk_size)
+
+        def finish() -> list[dict]:
+            thought = {i: out for i, out in enumerate(think.results) if "error" not in out}
+            follow = [first[i] + [{"role": "assistant", "content": out["text"]},
+                                  {"role": "user", "content": templates.COT_FOLLOW_UP}] for i, out in thought.items()]
+            answer = self._job(follow, [requests[i].pair_id for i in thought], on_done)
+            run_jobs([answer])
+            answers = dict(zip(thought, self._outputs(answer)))
+            rows = []
+            for i, r in enumerate(requests):
+                out = answers.get(i, think.results[i])
+                common = self._common(out)
+                if i in thought:
+                    common["rationale_text"] = thought[i]["text"]
+                    for key in ("prompt_tokens", "completion_tokens", "latency_s"):
+                        common[key] = (common[key] or 0) + (self._common(thought[i])[key] or 0)
+                elif on_done:
+                    on_done(1)
+                rationale = common.pop("rationale_text", None)
+                rows.append(judgment_row(self.id, self.template_hash, r.pair_id, r.order, **common,
+                                         **self._pair_fields(out), rationale=rationale))
+            return rows
+        return Pending([think], finish)
 
     def start_scores(self, requests: list[PointRequest], on_done: Progress = None) -> Pending:
         messages = [templates.pointwise_messages(self.template, r.conversation, r.response, self.cfg.rationale)

@@ -37,6 +37,10 @@ class Jury:
     def __init__(self, cfg: JudgingConfig, pools: dict | None = None, events=None):
         self.cfg, self.events = cfg, events
         self.pools: dict[str, ReplicaPool] = pools if pools is not None else {}
+        self.constitution = None
+        if cfg.constitution:
+            from synthpref.judging.constitution import load_constitution
+            self.constitution = load_constitution(cfg.constitution)
         self.judges = []
         try:
             for i, jc in enumerate(cfg.judges):
@@ -54,7 +58,7 @@ class Jury:
             key = read_api_key(jc.endpoint.api_key_env, f"judging.judges.{index}.endpoint.api_key_env")
             pool = ReplicaPool(f"judge:{jc.id}", http_spawner(jc, key, jc.pool.max_inflight), jc.pool, self.events)
             self.pools[f"http:{jc.id}"] = pool
-            return ModelJudge(jc, self.cfg.mode, pool, self.cfg.tie_margin)
+            return ModelJudge(jc, self.cfg.mode, pool, self.cfg.tie_margin, bool(self.cfg.constitution))
         from synthpref.sampling.group import engine_spawner
         if jc.type == "reward_model":
             from synthpref.judging.reward_model import RewardModelActor, RewardModelJudge
@@ -66,7 +70,7 @@ class Jury:
         if key not in self.pools:
             spawn = engine_spawner(jc.model, jc.engine, jc.pool.most)
             self.pools[key] = ReplicaPool(f"judge:{jc.id}", spawn, jc.pool, self.events)
-        return ModelJudge(jc, self.cfg.mode, self.pools[key], self.cfg.tie_margin)
+        return ModelJudge(jc, self.cfg.mode, self.pools[key], self.cfg.tie_margin, bool(self.cfg.constitution))
 
     def run_all(self, start) -> list[list[dict]]:
         """Start every judge's work, run all of it at once, return each judge's rows."""
@@ -94,20 +98,29 @@ class Jury:
         self.pools.clear()
 
     # -- pairwise --------------------------------------------------------------------------------
+    def principle_of(self, pair_id: str):
+        """The principle a pair is compared under (constitutional judging), the same for every judge and
+        order and on every rerun; None without a constitution."""
+        return self.constitution.draw(0, pair_id) if self.constitution is not None else None
+
     def judge_pairs(self, pairs: list[Pair], conversations: dict[str, list[dict]], on_done=None):
         """Returns (judgment rows, {pair_id: (Decision, votes)}, {"judges": per-judge stats,
-        "agreement": how often each two judges gave the same vote})."""
-        requests = []
+        "agreement": how often each two judges gave the same vote, "principles": per-principle sums
+        (bias.new_principle_stats) when judging under a constitution})."""
+        requests, principle = [], {p.pair_id: self.principle_of(p.pair_id) for p in pairs}
         for p in pairs:
-            conv = conversations[p.prompt_id]
-            requests.append(PairRequest(p.pair_id, "ab", conv, p.a["text"], p.b["text"]))
+            conv, rule = conversations[p.prompt_id], principle[p.pair_id]
+            requests.append(PairRequest(p.pair_id, "ab", conv, p.a["text"], p.b["text"], rule))
             if self.cfg.both_orders:
-                requests.append(PairRequest(p.pair_id, "ba", conv, p.b["text"], p.a["text"]))
+                requests.append(PairRequest(p.pair_id, "ba", conv, p.b["text"], p.a["text"], rule))
         rows: list[dict] = []
         by_key: dict = {}
         decisions, stats, agreement = {}, {j.id: bias.new_judge_stats() for j in self.judges}, {}
+        by_principle: dict[str, dict] = {}
         for judge, judged in zip(self.judges, self.run_all(lambda j: j.start_pairs(requests, on_done))):
             for row in judged:
+                if principle.get(row["pair_id"]) is not None:
+                    row["principle"] = principle[row["pair_id"]].id
                 rows.append(row)
                 by_key[(row["pair_id"], judge.id, row["order"])] = row
                 bias.add_call(stats[judge.id], row)
@@ -128,7 +141,10 @@ class Jury:
                 bias.add_point(s["length"], vote.p_a, p.length_delta)
             decisions[p.pair_id] = (jury(votes, self.cfg.jury_rule, self.weights, self.cfg.tie_margin), votes)
             bias.add_agreement(agreement, votes)
-        return rows, decisions, {"judges": stats, "agreement": agreement}
+            if principle[p.pair_id] is not None:
+                bias.add_principle(by_principle.setdefault(principle[p.pair_id].id, bias.new_principle_stats()),
+                                   decisions[p.pair_id][0].winner, votes)
+        return rows, decisions, {"judges": stats, "agreement": agreement, "principles": by_principle}
 
     # -- pointwise -------------------------------------------------------------------------------
     def score_samples(self, samples_of: dict[str, list[dict]], conversations: dict[str, list[dict]], on_done=None):

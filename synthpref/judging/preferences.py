@@ -43,9 +43,10 @@ class Judged:
 
 def preference_row(judging, chosen: dict, rejected: dict, conversation: list[dict], judges: list[dict], *,
                    pair_id: str, score_chosen, score_rejected, confidence, n_votes: int, agreement,
-                   consistent, votes: dict | None) -> dict:
-    """A TRL-ready row: conversational prompt/chosen/rejected plus scores and provenance."""
-    provenance = {"policy": chosen["policy"], "policy_dtype": chosen.get("dtype"),
+                   consistent, votes: dict | None, principle: str | None = None) -> dict:
+    """A TRL-ready row: conversational prompt/chosen/rejected plus scores and provenance (with the principle
+    the pair was compared under, for constitutional judging)."""
+    provenance = {**({"principle": principle} if principle else {}), "policy": chosen["policy"], "policy_dtype": chosen.get("dtype"),
                   "sample_ids": [chosen["sample_id"], rejected["sample_id"]], "seeds": [chosen["seed"], rejected["seed"]],
                   "judges": judges, "mode": judging.mode, "both_orders": judging.both_orders,
                   "order_rule": judging.order_rule, "jury_rule": judging.jury_rule, "votes": votes}
@@ -80,7 +81,8 @@ def judge_pairwise(samples_of: dict, conversations: dict, jury, on_done=None) ->
                                     pair_id=pair.pair_id, score_chosen=score_chosen, score_rejected=1 - score_chosen,
                                     confidence=decision.confidence, n_votes=decision.n_votes,
                                     agreement=decision.agreement, consistent=decision.consistent,
-                                    votes={v.judge_id: v.winner for v in votes}))
+                                    votes={v.judge_id: v.winner for v in votes},
+                                    principle=getattr(jury.principle_of(pair.pair_id), "id", None)))
     return Judged(rows, prefs, stats, counts, {})
 
 

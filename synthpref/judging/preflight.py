@@ -15,13 +15,19 @@ def preflight(judging: JudgingConfig) -> None:
     from synthpref.judging.http_client import check_reachable, read_api_key
     from synthpref.judging.templates import get_template
 
+    if judging.constitution:
+        from synthpref.judging.constitution import load_constitution
+        try:
+            load_constitution(judging.constitution)
+        except ConfigError as exc:
+            raise ConfigError(f"judging.constitution: {exc}") from exc
     for i, judge in enumerate(judging.judges):
         key = f"judging.judges.{i}"
         try:
             if judge.type == "function":
                 load_function(judge.function)
             elif judge.type in TEMPLATE_JUDGES:
-                get_template(judge.template, judging.mode, judge.verdict)
+                get_template(judge.template, judging.mode, judge.verdict, bool(judging.constitution))
         except (ConfigError, ValueError, TypeError, FileNotFoundError) as exc:
             field = "function" if judge.type == "function" else "template"
             raise ConfigError(f"{key}.{field}: {exc}") from exc

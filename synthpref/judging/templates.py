@@ -98,9 +98,33 @@ ADDITIVE_LOGPROB = Template(
     choices=tuple(str(i) for i in range(6)),        # the expected total (expected_score.py)
 )
 
+# Constitutional AI's feedback model (Bai et al. 2022): a multiple-choice comparison under one principle,
+# drawn per pair from the run's constitution (judging.constitution); {principle} is its comparison question.
+_CONSTITUTIONAL_SYSTEM = ("You are comparing two answers an AI assistant might give to the same conversation, by one "
+                          "principle only. Do not let the order of the answers or their length influence you.")
+_CONSTITUTIONAL = ("[Conversation]\n{conversation}\n\nConsider the following question about the assistant's "
+                   "next answer. {principle}\n\nOptions:\n(A) {first}\n(B) {second}\n\n")
+
+CONSTITUTIONAL_LOGPROB = Template(
+    name="constitutional-pairwise-logprob", version=1, kind="pairwise", verdict="logprob",
+    system=_CONSTITUTIONAL_SYSTEM, user=_CONSTITUTIONAL + "{reasoning}Answer with a single letter, A or B.",
+    choices=("A", "B"),
+)
+
+CONSTITUTIONAL_TEXT = Template(
+    name="constitutional-pairwise-text", version=1, kind="pairwise", verdict="text",
+    system=_CONSTITUTIONAL_SYSTEM,
+    user=_CONSTITUTIONAL + ("{reasoning}End with your verdict in exactly this form: [[A]] or [[B]], or [[TIE]] if "
+                            "neither is better by this principle."),
+)
+
 BUILTIN = {t.name: t for t in (PAIRWISE_LOGPROB, PAIRWISE_TEXT, POINTWISE_LOGPROB, POINTWISE_TEXT, POINTWISE_RATING,
-                               ADDITIVE_TEXT, ADDITIVE_LOGPROB)}
+                               ADDITIVE_TEXT, ADDITIVE_LOGPROB, CONSTITUTIONAL_LOGPROB, CONSTITUTIONAL_TEXT)}
 REASONING = "First explain your reasoning briefly. "
+# Chain of thought before a logprob verdict: the judge writes its reasoning, then is asked for the letter in a
+# second turn, whose next-token distribution gives the probabilities (constitutional AI's CoT labels).
+THINK = "Let's think step by step: first write out your reasoning, without giving the final letter yet. "
+COT_FOLLOW_UP = "So which option is better by the principle? Answer with a single letter."
 SCORE_RANGES = {"additive-5-text": (0, 5)}          # text ratings: [[N]] within this range; others 1-10
 
 
@@ -109,10 +133,12 @@ def score_range(tpl: Template) -> tuple[float, float]:
     return SCORE_RANGES.get(tpl.name, (1, 10))
 
 
-def get_template(name: str, kind: str, verdict: str) -> Template:
-    """A built-in template by name, a YAML file by path, or the default for (kind, verdict)."""
+def get_template(name: str, kind: str, verdict: str, constitutional: bool = False) -> Template:
+    """A built-in template by name, a YAML file by path, or the default for (kind, verdict); with a
+    constitution (principle-conditioned comparisons) the default is the constitutional one, and the
+    template must have a {principle} placeholder."""
     if not name:
-        name = f"{kind}-{verdict}"
+        name = f"constitutional-{kind}-{verdict}" if constitutional else f"{kind}-{verdict}"
     if name in BUILTIN:
         tpl = BUILTIN[name]
     elif Path(name).suffix in (".yaml", ".yml"):
@@ -127,6 +153,11 @@ def get_template(name: str, kind: str, verdict: str) -> Template:
         raise ValueError(f"template {name!r} is for {tpl.kind}/{tpl.verdict}, the judge needs {kind}/{verdict}")
     from synthpref.judging.expected_score import is_rating_scale
     rating = kind == "pointwise" and is_rating_scale(tpl.choices)
+    if constitutional and "{principle}" not in tpl.user:
+        raise ValueError(f"template {name!r} has no {{principle}} placeholder, which judging.constitution needs "
+                         f"(the built-in constitutional-pairwise-{verdict} has one)")
+    if not constitutional and "{principle}" in tpl.user:
+        raise ValueError(f"template {name!r} compares under a principle: set judging.constitution")
     if verdict == "logprob" and len(tpl.choices) != 2 and not rating:
         raise ValueError(f"template {name!r}: a logprob verdict needs exactly two choices, or (pointwise) a "
                          f"numeric rating scale such as 0-9")
@@ -139,9 +170,12 @@ def render_conversation(messages: list[dict]) -> str:
 
 
 def pairwise_messages(tpl: Template, conversation: list[dict], first: str, second: str,
-                      reasoning: bool = False) -> list[dict]:
+                      reasoning: bool | str = False, principle: str | None = None) -> list[dict]:
+    """`reasoning`: True asks for reasoning before the verdict, a text is put in its place (THINK);
+    `principle`: the comparison question of the pair's principle (constitutional templates)."""
+    hint = reasoning if isinstance(reasoning, str) else REASONING if reasoning else ""
     user = tpl.user.format(conversation=render_conversation(conversation), first=first, second=second,
-                           reasoning=REASONING if reasoning else "")
+                           reasoning=hint, principle=principle or "")
     return [{"role": "system", "content": tpl.system}, {"role": "user", "content": user}]
 
 

@@ -84,3 +84,35 @@ def add_agreement(acc: dict, votes: list) -> None:
 def agreement_report(acc: dict) -> dict:
     """{"j1|j2": {"pairs": n, "agreement": share of pairs with the same vote}}."""
     return {key: {"pairs": n, "agreement": same / n if n else None} for key, (n, same) in sorted(acc.items())}
+
+
+def new_principle_stats() -> dict:
+    """Per-principle sums (constitutional judging): pairs drawn under it, their outcomes, judge-pair
+    comparisons and agreements, and both-order votes and flips."""
+    return {"drawn": 0, "decided": 0, "ties": 0, "failed": 0, "judge_pairs": 0, "judge_pairs_agreeing": 0,
+            "both_orders": 0, "flips": 0}
+
+
+def add_principle(stats: dict, winner: str, votes: list) -> None:
+    """Count one pair judged under a principle: its decision, its jurors' agreement and order flips."""
+    stats["drawn"] += 1
+    stats["failed" if winner == "FAILED" else "ties" if winner == "TIE" else "decided"] += 1
+    acc: dict = {}
+    add_agreement(acc, votes)
+    stats["judge_pairs"] += sum(n for n, _ in acc.values())
+    stats["judge_pairs_agreeing"] += sum(same for _, same in acc.values())
+    for v in votes:
+        if v.winner != "FAILED" and v.consistent is not None:
+            stats["both_orders"] += 1
+            stats["flips"] += 0 if v.consistent else 1
+
+
+def principle_report(stats: dict) -> dict:
+    """{principle: {drawn, decided, ties, failed, juror_agreement, flip_rate}} from summed stats; rates are
+    None where nothing was counted (juror_agreement needs two judges voting on a pair)."""
+    out = {}
+    for pid, s in sorted(stats.items()):
+        out[pid] = {"drawn": s["drawn"], "decided": s["decided"], "ties": s["ties"], "failed": s["failed"],
+                    "juror_agreement": s["judge_pairs_agreeing"] / s["judge_pairs"] if s["judge_pairs"] else None,
+                    "flip_rate": s["flips"] / s["both_orders"] if s["both_orders"] else None}
+    return out

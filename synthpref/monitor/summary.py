@@ -43,6 +43,7 @@ def summarise(cfg, store: ShardStore, shards: list[Shard], quarantined: list, n_
     totals = ShardCounts()
     judges: dict[str, dict] = {}
     agreement: dict[str, tuple] = {}
+    principles: dict[str, dict] = {}
     for s in shards:
         stats = store.stats(s.shard_id)
         totals = totals + ShardCounts.from_stats(stats)
@@ -50,6 +51,8 @@ def summarise(cfg, store: ShardStore, shards: list[Shard], quarantined: list, n_
             judges[jid] = bias.merge_judge_stats(judges.get(jid, bias.new_judge_stats()), js)
         for key, (n, same) in stats["judge_agreement"].items():
             agreement[key] = (agreement.get(key, (0, 0))[0] + n, agreement.get(key, (0, 0))[1] + same)
+        for pid, ps in stats.get("principles", {}).items():
+            principles[pid] = bias.merge(principles.get(pid, {}), ps)
     reasons = by_reason(quarantined)
     n_sampling_errors = len(sampling_errors(store, shards))
     if n_sampling_errors:
@@ -69,6 +72,7 @@ def summarise(cfg, store: ShardStore, shards: list[Shard], quarantined: list, n_
         "position_consistency": totals.consistent_pairs / checked if checked else None,
         "judges": {jid: bias.judge_report(js) for jid, js in judges.items()},
         "judge_agreement": bias.agreement_report(agreement),
+        **({"principles": bias.principle_report(principles)} if principles else {}),
         "chosen_longer_rate": totals.chosen_longer / totals.preferences if totals.preferences else None,
         "tokens": {"prompt": totals.prompt_tokens, "completion": totals.completion_tokens,
                    "per_label": ((totals.prompt_tokens + totals.completion_tokens) / totals.preferences

@@ -13,7 +13,7 @@ import random
 
 import torch
 
-from synthpref.models.loading import chat_prompt_ids
+from synthpref.models.loading import chat_prompt_ids, pad_id
 from synthpref.training.losses import IGNORE
 
 
@@ -116,3 +116,19 @@ def select_rows(tensors: dict[str, torch.Tensor], rows: list[int]) -> dict[str, 
     """The given rows of every tensor of a batch, in that order."""
     index = torch.tensor(rows, dtype=torch.long)
     return {k: v.index_select(0, index) for k, v in tensors.items()}
+
+
+def sft_batches(tokenizer, rows: list[dict], max_len: int, batch_size: int, seed: int,
+                quarantined: list[dict], ids_of: dict[str, list[int] | None] | None = None) -> list[dict]:
+    """Tokenised, length-sorted batches of SFT table rows (data/schema.SFT: prompt, completion, sample_id) in a
+    seeded order; rows too long are quarantined.
+    `ids_of` maps a sample id to the token ids its sampler produced: those are trained on as they are."""
+    encoded = []
+    for row in rows:
+        try:
+            encoded.append(encode(tokenizer, row["prompt"], row["completion"][0]["content"], max_len,
+                                  (ids_of or {}).get(row["sample_id"])))
+        except TooLong as exc:
+            quarantined.append({"sample_id": row["sample_id"], "reason": "too_long", "detail": str(exc)})
+    order = shuffled(length_sorted_batches([len(e.input_ids) for e in encoded], batch_size), seed)
+    return [collate([encoded[i] for i in index], pad_id(tokenizer)) for index in order]

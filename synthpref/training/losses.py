@@ -36,15 +36,21 @@ def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | float | None = None,
-                       center_coef: float = 0.0) -> torch.Tensor:
+                       center_coef: float = 0.0, target: torch.Tensor | None = None) -> torch.Tensor:
     """Reward-model loss -log sigmoid(r_chosen - r_rejected - margin), averaged (Bradley & Terry 1952;
-    reward models as in Ouyang et al. 2022; the margin as in Llama 2, Touvron et al. 2023). `center_coef`
+    reward models as in Ouyang et al. 2022; the margin as in Llama 2, Touvron et al. 2023). `target` [B]
+    gives soft labels, P(chosen preferred) p: -(p log sigmoid(d) + (1 - p) log sigmoid(-d)), constitutional
+    AI's preference model trained on a feedback model's normalised probabilities (Bai et al. 2022). `center_coef`
     adds center_coef * mean((r_chosen + r_rejected)^2), which keeps rewards centred on zero (Eisenstein
     et al. 2023, "Helping or Herding?")."""
     diff = r_chosen.float() - r_rejected.float()
     if margin is not None:
         diff = diff - margin
-    loss = -F.logsigmoid(diff).mean()
+    if target is not None:              # soft labels: cross-entropy against P(chosen preferred)
+        p = target.to(diff.dtype)
+        loss = -(p * F.logsigmoid(diff) + (1 - p) * F.logsigmoid(-diff)).mean()
+    else:
+        loss = -F.logsigmoid(diff).mean()
     if center_coef:
         loss = loss + center_coef * ((r_chosen.float() + r_rejected.float()) ** 2).mean()
     return loss

@@ -136,12 +136,13 @@ class TrainerActor:
         return {"loss": float(loss.item()), "tokens": int(counted.sum())}
 
     def train_bt(self, batch: dict) -> dict:
-        """One Bradley-Terry step: chosen and rejected scored in one forward pass."""
+        """One Bradley-Terry step: chosen and rejected scored in one forward pass (`target` [B]: soft labels)."""
         t = _tensors(batch, self.device)
         both = _pair_inputs(t, self.pad_id)
         rewards = self.engine(input_ids=both["input_ids"], attention_mask=both["attention_mask"]).logits[:, 0]
         n = t["chosen_input_ids"].shape[0]
-        loss = bradley_terry_loss(rewards[:n], rewards[n:], t.get("margin"), self._center) * t.get("weight", 1.0)
+        loss = bradley_terry_loss(rewards[:n], rewards[n:], t.get("margin"), self._center,
+                                  t.get("target")) * t.get("weight", 1.0)
         self._step(loss)
         return {"loss": float(loss.item()), "accuracy": float((rewards[:n] > rewards[n:]).float().mean()),
                 "rows": n}

@@ -56,3 +56,15 @@ def test_ipo_loss_regresses_the_margin_to_one_over_two_beta():
     rc, rr = torch.tensor([-1.5, -1.5]), torch.tensor([-1.5, -1.5])
     # h = 1 and h = (3 + 1.5) - (-0.5) = 5; 1/(2 * 0.1) = 5: ((1 - 5)^2 + 0) / 2 = 8
     assert ipo_loss(pc, pr, rc, rr, beta=0.1).item() == pytest.approx(8.0)
+
+
+def test_soft_label_bradley_terry_matches_hand_computed_cross_entropy():
+    # p = 0.7, d = 1: -(0.7 log s(1) + 0.3 log s(-1)) = 0.6132617; p = 0.25, d = -2: 0.6269280; mean 0.6200948
+    chosen, rejected = torch.tensor([1.0, -1.0], dtype=torch.float32), torch.tensor([0.0, 1.0], dtype=torch.float32)
+    loss = bradley_terry_loss(chosen, rejected, target=torch.tensor([0.7, 0.25]))
+    assert loss.item() == pytest.approx((0.6132616875 + 0.6269280110) / 2, abs=1e-6)
+    # a target of 1 is the hard loss; at d = 0 every target gives log 2
+    hard = bradley_terry_loss(chosen, rejected)
+    assert bradley_terry_loss(chosen, rejected, target=torch.ones(2)).item() == pytest.approx(hard.item(), abs=1e-7)
+    assert bradley_terry_loss(torch.zeros(3), torch.zeros(3), target=torch.tensor([0.1, 0.5, 0.9])).item() == \
+        pytest.approx(0.6931472, abs=1e-6)
