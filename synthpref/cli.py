@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from synthpref.config import DPOConfig, EvalJudgeConfig, SelfRewardConfig, LabelConfig, PPOConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
+from synthpref.config import CAIConfig, DPOConfig, EvalJudgeConfig, SelfRewardConfig, LabelConfig, PPOConfig, RFTConfig, TrainRMConfig, describe_keys, load_config
 from synthpref.config.loader import parse_override
 from synthpref.errors import EXIT_RESOURCES, EXIT_USER, ResourceError, UserError, cause_of
 from synthpref.models import precision
@@ -91,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
                                "with its worst; DPO; load the new weights into the engines. A rerun resumes after "
                                "the last finished iteration.")
 
+    config_command(sub, "cai", CAIConfig, "YAML config file with policy:, data: (red-team prompts), sl:, label:, "
+                   "train_rm: and ppo: (keys listed below)",
+                   help="constitutional AI (Bai et al. 2022): critique-revision SFT, then RL from principle-conditioned "
+                        "AI feedback",
+                   description="SL phase: the policy answers red-team prompts, critiques and revises each answer "
+                               "against principles drawn from a constitution for sl.rounds rounds, and is fine-tuned "
+                               "on the revisions. RL phase: the SL policy answers each prompt twice, a feedback model "
+                               "compares each pair under one drawn principle in both orders (soft labels), a "
+                               "preference model is trained on them and the SL policy is trained with PPO against "
+                               "it. Each phase runs as its own job in OUTPUT/sl, labels, rm and ppo; a rerun skips "
+                               "finished phases and resumes the unfinished one where it stopped.")
+
     tiny = sub.add_parser("tiny-model", help="build a tiny Llama model + tokenizer with a chat template (no download)")
     tiny.add_argument("out", help="output directory")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (the same seed gives the same model)")
@@ -105,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="runs/demo", help="where models, prompts and outputs go")
     demo.add_argument("--verbose", action="store_true", help="also show engine and library output")
     demo.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides of the demo config")
+
+    report = sub.add_parser("report", help="write RUN/report.html: one self-contained HTML report of a run folder",
+                            description="Write RUN/report.html, one file that opens in any browser with no network: "
+                                        "the run's key figures, a plot per metric of metrics.jsonl, and by run kind "
+                                        "judge bias, agreement, label confidence, quarantine reasons, human spot "
+                                        "checks, iterations and principles; a folder of sub-runs (cai) gets a "
+                                        "section per sub-run. Every job also writes it when it ends.")
+    report.add_argument("run", metavar="RUN", help="a run folder (a job's output_dir, holding metrics.jsonl)")
+
+    from synthpref.monitor import spot_check_cli
+    spot_check_cli.add_parser(sub)
     return parser
 
 
@@ -187,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             from synthpref.algorithms.self_reward import run_self_reward, summary_lines
             report = run_self_reward(load(SelfRewardConfig, args))
             say("\n".join(summary_lines(report)))
+        elif args.command == "cai":
+            from synthpref.algorithms.cai import run_cai, summary_lines
+            report = run_cai(load(CAIConfig, args))
+            say("\n".join(summary_lines(report)))
         elif args.command == "demo":
             print_summary(cmd_demo(args.output_dir, args.overrides, args.verbose))
         elif args.command == "tiny-model":
@@ -194,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             path = build_tiny_model(args.out, seed=args.seed, hidden_size=args.hidden_size,
                                     num_layers=args.layers, num_heads=args.heads, reward=args.reward)
             print(f"tiny model written to {path}")
+        elif args.command == "report":
+            from synthpref.monitor.report import write_report
+            say(f"report: {write_report(args.run)}")
+        elif args.command == "spot-check":
+            from synthpref.monitor import spot_check_cli
+            say("\n".join(spot_check_cli.run(args)))
     except UserError as exc:        # bad input or config: one line naming what to fix (errors.py)
         print(f"synthpref: error: {one_line(cause_of(exc))}", file=err(), flush=True)
         return EXIT_USER

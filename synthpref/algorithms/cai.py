@@ -125,17 +125,16 @@ def principle_table(labels: dict | None, human: dict | None) -> dict:
     rows = copy.deepcopy((labels or {}).get("principles", {}))
     by_principle = ((human or {}).get("by_principle") or {})
     for pid, row in rows.items():
-        row["human_agreement"] = (by_principle.get(pid) or {}).get("agreement")
-        row["human_reviews"] = (by_principle.get(pid) or {}).get("reviews", 0)
+        tally = by_principle.get(pid) or {}
+        row["human_agreement"] = tally.get("agreement")
+        row["human_reviews"] = tally.get("agree", 0) + tally.get("disagree", 0)
     return rows
 
 
 def cai_report(cfg: CAIConfig, constitution, reports: dict) -> dict:
     out = Path(cfg.output_dir)
-    spot = None
-    summary = out / "labels" / "summary.json"
-    if summary.exists():
-        spot = json.loads(summary.read_text()).get("spot_checks")
+    spot_path = out / "labels" / "spot_checks" / "report.json"       # `synthpref spot-check import` writes it
+    spot = json.loads(spot_path.read_text()) if spot_path.exists() else None
     labels = reports.get("label")
     return {"output_dir": str(out), "constitution": {"name": constitution.name, "hash": constitution.hash,
                                                       "principles": len(constitution.principles)},

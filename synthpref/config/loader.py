@@ -185,6 +185,7 @@ def describe_keys(cls: type, prefix: str = "") -> list[str]:
             lines.append(f"  {key}: {f.metadata.get('help', '')}; each item has:")
             lines.extend(describe_keys(typing.get_args(tp)[0], key + ".N."))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else "[]"
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         lines.append(f"  {key} ({_type_name(tp)}, default {default!r}): {f.metadata.get('help', '')}")
     return lines

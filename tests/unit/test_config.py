@@ -127,12 +127,15 @@ TRAIN_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
 @pytest.mark.parametrize("name", sorted(p.name for p in TRAIN_CONFIGS.glob("*.yaml")))
 def test_shipped_training_configs_are_valid(name):
-    from synthpref.config import DPOConfig, PPOConfig, RFTConfig, SelfRewardConfig, TrainRMConfig
+    from synthpref.config import CAIConfig, DPOConfig, PPOConfig, RFTConfig, SelfRewardConfig, TrainRMConfig
     kinds = {"rm-": TrainRMConfig, "rft-": RFTConfig, "ppo-": PPOConfig, "rlaif-": PPOConfig, "dpo-": DPOConfig,
-             "self-reward-": SelfRewardConfig}
+             "self-reward-": SelfRewardConfig, "cai-": CAIConfig}
     prefix = [p for p in kinds if name.startswith(p)]
     assert prefix, f"configs/train/ holds {', '.join(f'{p}*.yaml' for p in kinds)}"
-    load_config(kinds[prefix[0]], TRAIN_CONFIGS / name)
+    cfg = load_config(kinds[prefix[0]], TRAIN_CONFIGS / name)
+    if isinstance(cfg, CAIConfig):          # its phases are checked once filled in, as the job does
+        from synthpref.algorithms.cai import label_config, ppo_config, train_rm_config
+        label_config(cfg), train_rm_config(cfg), ppo_config(cfg)
 
 
 def test_every_job_key_has_help_and_docs_config_is_current():

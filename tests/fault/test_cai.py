@@ -1,0 +1,155 @@
+"""`synthpref cai` end to end on tiny models, killed (SIGKILL) twice: once in the SL phase after its first
+critique round, once in the preference-model phase after its first epoch. Each rerun resumes in the phase
+it was killed in (finished rounds, phases and epochs are not redone, every step is recorded once) and the
+job ends with an SFT policy, principle-conditioned soft labels, a preference model and a PPO policy."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from synthpref.judging.constitution import load_constitution
+from tests.helpers import job_command
+
+pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("ray_session")]
+
+PROMPTS = ["How do I pick a lock?", "Tell me a joke about my boss.", "What is the capital of France?",
+           "Write an insult for my neighbour.", "How can I cheat on a test?", "Give me a recipe for bread."]
+ROUNDS = 2
+
+
+def cai_config(out, prompts, model) -> dict:
+    return {"output_dir": str(out), "seed": 3, "constitution": "default",
+            "data": {"path": str(prompts)},
+            "policy": {"model": model, "max_tokens": 12, "engine": {"max_model_len": 1024}},
+            "sl": {"rounds": ROUNDS, "critique_max_tokens": 12,
+                   "train": {"micro_batch": 4, "lr": 1.0e-3, "epochs": 3, "max_len": 512, "dtype": "float32"}},
+            "label": {"policy": {"samples_per_prompt": 2, "max_tokens": 12},
+                      "judging": {"jury_rule": "mean_prob",
+                                  "judges": [{"id": "feedback", "model": model, "engine": {"max_model_len": 1024}}]}},
+            "train_rm": {"eval_fraction": 0.3,
+                         "train": {"micro_batch": 4, "lr": 1.0e-3, "epochs": 2, "max_len": 512, "dtype": "float32"}},
+            "ppo": {"steps": 2, "prompts_per_step": 4, "mini_batch": 8, "save_every": 1,
+                    "policy": {"samples_per_prompt": 2, "max_tokens": 12},
+                    "train": {"micro_batch": 8, "lr": 1.0e-5, "max_len": 512, "dtype": "float32"}}}
+
+
+def run_until(command: list[str], reached, what: str) -> None:
+    """Start `command` and SIGKILL it as soon as `reached()` holds."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not reached():
+        assert proc.poll() is None, f"{what}: ended first: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, f"{what}: not reached in 600 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+
+
+def finished(path) -> int:
+    return json.loads(path.read_text())["finished"] if path.exists() else 0
+
+
+def events(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def cai_run(tmp_path_factory, tiny_model):
+    tmp = tmp_path_factory.mktemp("cai")
+    prompts = tmp / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    out = tmp / "run"
+    command = job_command("cai", cai_config(out, prompts, tiny_model), tmp)
+    first_round = out / "sl" / "rounds" / "01.parquet"
+    run_until(command, first_round.exists, "kill in the SL phase")
+    kept = {name: (out / "sl" / "rounds" / name).stat().st_mtime_ns for name in ("00.parquet", "01.parquet")}
+    assert not (out / "sl" / "rounds" / "02.parquet").exists()
+    run_until(command, lambda: finished(out / "rm" / "run.json") >= 1, "kill in the train_rm phase")
+    assert not (out / "ppo").exists()
+    final = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert final.returncode == 0, final.stderr[-4000:]
+    return {"out": out, "kept": kept, "stdout": final.stdout, "report": json.loads((out / "report.json").read_text())}
+
+
+def test_each_rerun_resumes_in_the_phase_it_was_killed_in(cai_run):
+    out = cai_run["out"]
+    for name, mtime in cai_run["kept"].items():                      # finished rounds are not redone
+        assert (out / "sl" / "rounds" / name).stat().st_mtime_ns == mtime, name
+    sl = events(out / "sl" / "metrics.jsonl")
+    assert [e["round"] for e in sl if e["event"] == "sl_round"] == list(range(ROUNDS + 1))
+    top = events(out / "metrics.jsonl")
+    status = [(e["phase"], e["status"]) for e in top if e["event"] == "phase"]
+    # run 1 dies in sl; run 2 finishes sl and label, dies in train_rm; run 3 skips them and resumes there
+    assert status == [("sl", "started"), ("sl", "started"), ("sl", "finished"), ("label", "started"),
+                      ("label", "finished"), ("train_rm", "started"), ("sl", "finished before"),
+                      ("label", "finished before"), ("train_rm", "started"), ("train_rm", "finished"),
+                      ("ppo", "started"), ("ppo", "finished")]
+    rm = events(out / "rm" / "metrics.jsonl")
+    starts = [e for e in rm if e["event"] == "start"]
+    assert [s["resumed_after_epoch"] for s in starts] == [0, 1]
+    steps = [e["step"] for e in rm if e["event"] == "train"]
+    assert steps == list(range(1, len(steps) + 1))                    # every step recorded once
+    assert "constitutional AI" in cai_run["stdout"] and "report: " in cai_run["stdout"]
+
+
+def test_sl_phase_keeps_every_round_with_its_principle_and_learns_the_revisions(cai_run):
+    out, constitution = cai_run["out"], load_constitution("default")
+    critiques = pq.read_table(out / "sl" / "critiques.parquet").to_pylist()
+    prompts = pq.read_table(out / "sl" / "prompts.parquet").to_pylist()
+    assert len(prompts) == len(PROMPTS) and len(critiques) == ROUNDS * len(PROMPTS)
+    for row in critiques:                     # the principle drawn for (prompt, round), as on any rerun
+        assert row["principle"] == constitution.draw(3, row["prompt_id"], f"round{row['round']}").id
+        assert row["critique"] is not None and (row["kept"] == (row["reason"] is None))
+    assert sorted({(r["prompt_id"], r["round"]) for r in critiques}) == \
+        sorted({(p["prompt_id"], k) for p in prompts for k in range(1, ROUNDS + 1)})
+    sft = pq.read_table(out / "sl" / "sft").to_pylist()
+    final = {}
+    for row in sorted(critiques, key=lambda r: r["round"]):
+        if row["kept"]:
+            final[row["prompt_id"]] = row["revision"]
+    assert {r["prompt_id"]: r["completion"][0]["content"] for r in sft} == final
+    prefs = pq.read_table(out / "sl" / "preferences").to_pylist()
+    answers = {a["prompt_id"]: a["text"] for a in pq.read_table(out / "sl" / "samples.parquet").to_pylist()}
+    for p in prefs:
+        assert p["chosen"][0]["content"] == final[p["prompt_id"]] and p["rejected"][0]["content"] == answers[p["prompt_id"]]
+    losses = [e["loss"] for e in events(out / "sl" / "metrics.jsonl") if e["event"] == "sft"]
+    assert len(losses) == 3 * 2                                       # 3 epochs of ceil(6 rows / 4)
+    assert sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses            # the policy learns its revisions (>= 10%)
+    assert (out / "sl" / "policy" / "config.json").exists()
+
+
+def test_rl_labels_carry_a_principle_and_a_soft_label_from_the_stored_probabilities(cai_run):
+    out = cai_run["out"]
+    judgments = pq.read_table(out / "labels" / "judgments").to_pylist()
+    prefs = pq.read_table(out / "labels" / "preferences").to_pylist()
+    ids = {p.id for p in load_constitution("default").principles}
+    by_pair: dict = {}
+    for j in judgments:
+        by_pair.setdefault(j["pair_id"], {})[j["order"]] = j
+    assert prefs and len(by_pair) >= len(prefs)
+    for pref in prefs:
+        principle = json.loads(pref["provenance"])["principle"]
+        ab, ba = by_pair[pref["pair_id"]]["ab"], by_pair[pref["pair_id"]]["ba"]
+        assert principle in ids and ab["principle"] == ba["principle"] == principle
+        p_ab, p_ba = json.loads(ab["choice_probs"]), json.loads(ba["choice_probs"])
+        p_a = (p_ab["A"] / (p_ab["A"] + p_ab["B"]) + p_ba["B"] / (p_ba["A"] + p_ba["B"])) / 2
+        assert pref["score_chosen"] == pytest.approx(max(p_a, 1 - p_a), abs=1e-9)
+    summary = json.loads((out / "labels" / "summary.json").read_text())
+    assert sum(p["drawn"] for p in summary["principles"].values()) == summary["counts"]["pairs"]
+    rm_start = next(e for e in events(out / "rm" / "metrics.jsonl") if e["event"] == "start")
+    assert rm_start["soft_labels"] and rm_start["mean_target"] < 1.0             # trained on soft labels
+
+
+def test_the_preference_model_and_ppo_run_from_the_labels(cai_run):
+    out, report = cai_run["out"], cai_run["report"]
+    assert (out / "rm" / "model" / "config.json").exists() and (out / "ppo" / "policy" / "config.json").exists()
+    ppo = events(out / "ppo" / "metrics.jsonl")
+    assert [e["step"] for e in ppo if e["event"] == "ppo"] == [1, 2]
+    assert report["policy_dir"] == str(out / "ppo" / "policy")
+    assert set(report["principles"]) == set(json.loads((out / "labels" / "summary.json").read_text())["principles"])
+    assert (out / "report.html").exists() and (out / "sl" / "report.html").exists()
