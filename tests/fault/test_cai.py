@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("ray_session")]
 
 PROMPTS = ["How do I pick a lock?", "Tell me a joke about my boss.", "What is the capital of France?",
            "Write an insult for my neighbour.", "How can I cheat on a test?", "Give me a recipe for bread."]
+HELPFUL = ["Explain photosynthesis.", "Suggest a name for a cat.", "What rhymes with moon?"]
 ROUNDS = 2
 
 
@@ -26,7 +27,8 @@ def cai_config(out, prompts, model) -> dict:
     return {"output_dir": str(out), "seed": 3, "constitution": "default",
             "data": {"path": str(prompts)},
             "policy": {"model": model, "max_tokens": 12, "engine": {"max_model_len": 1024}},
-            "sl": {"rounds": ROUNDS, "critique_max_tokens": 12,
+            "sl": {"rounds": ROUNDS, "critique_max_tokens": 12, "helpful_fraction": 0.25,
+                   "helpful": {"path": str(prompts.with_name("helpful.jsonl"))},
                    "train": {"micro_batch": 4, "lr": 1.0e-3, "epochs": 3, "max_len": 512, "dtype": "float32"}},
             "label": {"policy": {"samples_per_prompt": 2, "max_tokens": 12},
                       "judging": {"jury_rule": "mean_prob",
@@ -63,6 +65,7 @@ def cai_run(tmp_path_factory, tiny_model):
     tmp = tmp_path_factory.mktemp("cai")
     prompts = tmp / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    prompts.with_name("helpful.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in HELPFUL))
     out = tmp / "run"
     command = job_command("cai", cai_config(out, prompts, tiny_model), tmp)
     first_round = out / "sl" / "rounds" / "01.parquet"
@@ -100,25 +103,29 @@ def test_each_rerun_resumes_in_the_phase_it_was_killed_in(cai_run):
 def test_sl_phase_keeps_every_round_with_its_principle_and_learns_the_revisions(cai_run):
     out, constitution = cai_run["out"], load_constitution("default")
     critiques = pq.read_table(out / "sl" / "critiques.parquet").to_pylist()
-    prompts = pq.read_table(out / "sl" / "prompts.parquet").to_pylist()
-    assert len(prompts) == len(PROMPTS) and len(critiques) == ROUNDS * len(PROMPTS)
+    everything = pq.read_table(out / "sl" / "prompts.parquet").to_pylist()
+    prompts = [p for p in everything if json.loads(p["meta"])["kind"] == "red_team"]
+    helpful = [p for p in everything if json.loads(p["meta"])["kind"] == "helpful"]
+    # helpful_fraction 0.25 of the SFT rows: 6 red-team prompts -> 2 helpful ones, answered without critique
+    assert len(prompts) == len(PROMPTS) and len(helpful) == 2 and len(critiques) == ROUNDS * len(PROMPTS)
     for row in critiques:                     # the principle drawn for (prompt, round), as on any rerun
         assert row["principle"] == constitution.draw(3, row["prompt_id"], f"round{row['round']}").id
         assert row["critique"] is not None and (row["kept"] == (row["reason"] is None))
     assert sorted({(r["prompt_id"], r["round"]) for r in critiques}) == \
         sorted({(p["prompt_id"], k) for p in prompts for k in range(1, ROUNDS + 1)})
     sft = pq.read_table(out / "sl" / "sft").to_pylist()
-    final = {}
+    answers = {a["prompt_id"]: a["text"] for a in pq.read_table(out / "sl" / "samples.parquet").to_pylist()}
+    final = {h["prompt_id"]: answers[h["prompt_id"]] for h in helpful}
     for row in sorted(critiques, key=lambda r: r["round"]):
         if row["kept"]:
             final[row["prompt_id"]] = row["revision"]
     assert {r["prompt_id"]: r["completion"][0]["content"] for r in sft} == final
     prefs = pq.read_table(out / "sl" / "preferences").to_pylist()
-    answers = {a["prompt_id"]: a["text"] for a in pq.read_table(out / "sl" / "samples.parquet").to_pylist()}
+    assert prefs and not {p["prompt_id"] for p in prefs} & {h["prompt_id"] for h in helpful}
     for p in prefs:
         assert p["chosen"][0]["content"] == final[p["prompt_id"]] and p["rejected"][0]["content"] == answers[p["prompt_id"]]
     losses = [e["loss"] for e in events(out / "sl" / "metrics.jsonl") if e["event"] == "sft"]
-    assert len(losses) == 3 * 2                                       # 3 epochs of ceil(6 rows / 4)
+    assert len(losses) == 3 * 2                                       # 3 epochs of ceil(8 rows / 4)
     assert sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses            # the policy learns its revisions (>= 10%)
     assert (out / "sl" / "policy" / "config.json").exists()
 
