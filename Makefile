@@ -7,9 +7,20 @@ PIP := $(VENV)/bin/pip
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.synthpref-installed
 
-.PHONY: install demo test test-fast clean-venv
+.PHONY: install chromium demo test test-fast clean-venv
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+# Debian's Chromium, for the report's browser test (playwright drives it; it never downloads a browser).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the report's browser test ..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	    || echo "note: apt-get could not install chromium; install it with 'apt-get install chromium' (as root)"; \
+	else \
+	  echo "note: /usr/bin/chromium is missing; install it with 'apt-get install chromium' (as root) for the report's browser test"; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

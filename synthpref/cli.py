@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             from synthpref.algorithms.eval_judge import format_table, run_eval_judge
             report = run_eval_judge(load(EvalJudgeConfig, args))
             say(format_table(report))
-            say(f"report: {report['output_dir']}/report.json")
+            say(f"figures (JSON): {report['output_dir']}/report.json")
         elif args.command == "train-rm":
             from synthpref.algorithms.reward_model import run_train_rm, summary_lines
             report = run_train_rm(load(TrainRMConfig, args))

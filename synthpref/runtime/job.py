@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from synthpref.cluster import worker_logs
-from synthpref.monitor.console import quiet_terminal
+from synthpref.monitor.console import quiet_terminal, say
 from synthpref.monitor import ray_metrics
 from synthpref.monitor.metrics import MetricsLog
 from synthpref.runtime.rerun import RunState, refuse_other_job, run_tree
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+_nesting = threading.local()        # how many jobs this thread is inside: only the outermost prints its report
 
 
 class JobRuntime:
@@ -41,6 +42,7 @@ class JobRuntime:
         self._owned: list[Any] = []
         self._started_ray = False
         self._quiet = None
+        self._counted = False                   # counted in _nesting (undone on exit)
 
     # -- entering and leaving ----------------------------------------------------------------------
     def __enter__(self) -> "JobRuntime":
@@ -53,6 +55,8 @@ class JobRuntime:
         self._quiet = quiet_terminal(self.logs, self.verbose)
         self._quiet.__enter__()
         try:
+            _nesting.depth = getattr(_nesting, "depth", 0) + 1
+            self._counted = True
             worker_logs.set_log_dir(None if self.verbose else str(self.logs))
             self.metrics = MetricsLog(self.out / "metrics.jsonl", self.out / "tensorboard" if self._tensorboard else None)
             ray_metrics.set_job(self.job, self.out.name)
@@ -70,13 +74,31 @@ class JobRuntime:
             self._previous_sigterm = None
         try:
             self.shutdown(raise_errors=exc is None)
+            if exc is None:
+                self.write_report()
         finally:
+            if self._counted:
+                _nesting.depth -= 1
+                self._counted = False
             if self.metrics is not None:
                 self.metrics.close()
             worker_logs.set_log_dir(None)
             if self._quiet is not None:
                 self._quiet.__exit__(exc_type, exc, tb)
                 self._quiet = None
+
+    def write_report(self) -> None:
+        """OUTPUT/report.html, for a job that ends without an error; the outermost job prints its path (a
+        job run inside another, e.g. a cai run's label step, writes its own but prints nothing). A report
+        that cannot be written is a warning in the run's log, never a failed job."""
+        try:
+            from synthpref.monitor.report import write_report
+            path = write_report(self.out)
+        except Exception as exc:
+            log.warning("%s: report.html not written: %s", self.out, exc, exc_info=True)
+            return
+        if getattr(_nesting, "depth", 0) == 1:
+            say(f"report: {path}")
 
     def shutdown(self, raise_errors: bool = True) -> None:
         """Stop every owned worker group, last started first, then Ray if this job started it. A failure to
