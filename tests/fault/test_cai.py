@@ -160,3 +160,25 @@ def test_the_preference_model_and_ppo_run_from_the_labels(cai_run):
     assert report["policy_dir"] == str(out / "ppo" / "policy")
     assert set(report["principles"]) == set(json.loads((out / "labels" / "summary.json").read_text())["principles"])
     assert (out / "report.html").exists() and (out / "sl" / "report.html").exists()
+
+
+def test_the_report_of_the_real_run_opens_in_a_browser_with_every_phase(cai_run, tmp_path):
+    """The job's own report.html (written at its end, with a section per phase) in headless Chromium: no
+    console or page errors, no request leaving the file, and every curve of every phase with one point per
+    record of that phase's metrics.jsonl."""
+    from tests.integration.test_report_browser import ARGS, CHROMIUM, browser_or_skip, check_curves, open_report
+    browser_or_skip()
+    from playwright.sync_api import sync_playwright
+    out = cai_run["out"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            plots, errors, outside, page = open_report(browser, out / "report.html", tmp_path / "cai-report.png")
+            assert errors == [] and outside == []
+            assert sum(check_curves(plots, out / name, name) for name in ("sl", "rm", "ppo")) > 20
+            metrics = {(p["run"], p["metric"]) for p in plots}
+            assert {("", "principles/drawn"), ("labels", "principles/drawn"), ("sl", "sft/loss")} <= metrics
+            page.close()
+        finally:
+            browser.close()
+    print(f"\nscreenshot: {tmp_path / 'cai-report.png'}")

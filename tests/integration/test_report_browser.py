@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 
 import pytest
 
@@ -98,7 +97,6 @@ def check_curves(plots: list[dict], run_dir, run: str) -> int:
 
 
 def test_a_cai_run_with_sub_runs_in_chromium(browser, tmp_path):
-    started = time.perf_counter()
     run_dir = cai_run(tmp_path / "cai")
     report = write_report(run_dir)
     shot = tmp_path / "report.png"
@@ -125,7 +123,6 @@ def test_a_cai_run_with_sub_runs_in_chromium(browser, tmp_path):
     page.close()
     print(f"\nscreenshot: {shot}")
     assert shot.stat().st_size > 50_000
-    assert time.perf_counter() - started < 30
 
 
 def test_a_self_reward_run_in_chromium(browser, tmp_path):
