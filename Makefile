@@ -12,10 +12,12 @@ STAMP := $(VENV)/.synthpref-installed
 install: $(STAMP) chromium
 
 # Debian's Chromium, for the report's browser test (playwright drives it; it never downloads a browser).
+# Tried once per .venv (a failed apt-get is not retried on every make; `rm .venv/.chromium-tried` retries).
 chromium:
-	@if [ -x /usr/bin/chromium ]; then :; \
+	@if [ -x /usr/bin/chromium ] || [ -e $(VENV)/.chromium-tried ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing Debian's chromium for the report's browser test ..."; \
+	  touch $(VENV)/.chromium-tried; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
 	    || echo "note: apt-get could not install chromium; install it with 'apt-get install chromium' (as root)"; \
 	else \

@@ -1,5 +1,5 @@
 """Ray job entrypoint for any synthpref job: the first argument names it (label, eval-judge, train-rm, rft,
-ppo, dpo, self-reward).
+ppo, dpo, self-reward, cai).
 
     ray job submit --address http://HEAD:8265 --working-dir . --runtime-env jobs/runtime_env.yaml \
         -- python jobs/run.py rft --config configs/train/rft-qwen7b-8gpu.yaml output_dir=/shared/rft1

@@ -19,7 +19,7 @@ import copy
 import json
 from pathlib import Path
 
-from synthpref.config import CAIConfig, ConfigError, EngineConfig, JudgeConfig, validate
+from synthpref.config import CAIConfig, ConfigError, DataConfig, EngineConfig, JudgeConfig, PoolConfig, validate
 from synthpref.data.shards import atomic_write_bytes
 from synthpref.judging.constitution import load_constitution
 from synthpref.judging.jury import jury_cpus
@@ -31,12 +31,13 @@ from synthpref.runtime.job import JobRuntime
 def run_cai(cfg: CAIConfig) -> dict:
     """The phases in `cfg.phases`, in order; returns (and writes) the report."""
     constitution = load_constitution(cfg.constitution)
+    makers = {"sl": ("cai-sl", cfg.sl_job), "label": ("label", lambda: label_config(cfg)),
+              "train_rm": ("train-rm", lambda: train_rm_config(cfg)), "ppo": ("ppo", lambda: ppo_config(cfg))}
+    configs = {name: makers[name][1]() for name in cfg.phases}     # every phase checked before the first runs
     with JobRuntime(cfg, "cai", tensorboard=False, resumable=False) as job:
-        job.start_ray(ray_cpus(cfg))
+        job.start_ray(ray_cpus(cfg, configs))
         say(f"constitutional AI with {constitution.name} ({len(constitution.principles)} principles): "
             f"phases {', '.join(cfg.phases)} in {job.out}")
-        makers = {"sl": ("cai-sl", cfg.sl_job), "label": ("label", lambda: label_config(cfg)),
-                  "train_rm": ("train-rm", lambda: train_rm_config(cfg)), "ppo": ("ppo", lambda: ppo_config(cfg))}
         phases = [Phase(name, *makers[name], {"constitution_hash": constitution.hash}) for name in cfg.phases]
         reports = Chain(job.out, job.log).run(phases)
         report = cai_report(cfg, constitution, reports)
@@ -45,12 +46,22 @@ def run_cai(cfg: CAIConfig) -> dict:
     return report
 
 
-def ray_cpus(cfg: CAIConfig) -> int:
-    """Logical CPUs a local Ray needs for the largest phase (engines, judges and trainer ranks at once)."""
-    engines = cfg.policy.engine.num_cpus * cfg.policy.pool.most
-    ranks = max(cfg.sl.train.world_size * cfg.sl.train.num_cpus, cfg.train_rm.train.world_size * cfg.train_rm.train.num_cpus,
-                3 * cfg.ppo.train.world_size * cfg.ppo.train.num_cpus)
-    return int(engines + ranks + jury_cpus(cfg.label.judging) + 2)
+def ray_cpus(cfg: CAIConfig, configs: dict) -> int:
+    """Logical CPUs a local Ray needs for the largest phase (its engines, judges and trainer ranks at once),
+    from the filled-in phase configs."""
+    def engines(policy) -> float:
+        return policy.engine.num_cpus * policy.pool.most
+
+    def ranks(train) -> float:
+        return train.world_size * train.num_cpus
+    need = [engines(cfg.policy) + ranks(cfg.sl.train)]
+    if "label" in configs:
+        need.append(engines(configs["label"].policy) + jury_cpus(configs["label"].judging))
+    if "train_rm" in configs:
+        need.append(ranks(configs["train_rm"].train))
+    if "ppo" in configs:     # policy, reference and critic ranks, samplers, reward judges
+        need.append(3 * ranks(configs["ppo"].train) + engines(configs["ppo"].policy) + jury_cpus(configs["ppo"].judging))
+    return int(max(need) + 1.999)
 
 
 def sl_policy(cfg: CAIConfig) -> str:
@@ -71,24 +82,42 @@ def _checked(section: str, sub):
         raise ConfigError(f"{section}.{exc}") from exc
 
 
+def _fill_data(cfg: CAIConfig, sub) -> None:
+    """A phase without data of its own reads `data`; one that gave only other data keys keeps them."""
+    if sub.data == DataConfig():
+        sub.data = copy.deepcopy(cfg.data)
+    elif not sub.data.path:
+        sub.data.path = cfg.data.path
+
+
+def _fill_policy(cfg: CAIConfig, sub) -> None:
+    """A phase that names no policy samples the SL policy, on `policy`'s engine and pool unless it set its own."""
+    if sub.policy.model:
+        return
+    sub.policy.model = sl_policy(cfg)
+    if sub.policy.engine == EngineConfig():
+        sub.policy.engine = copy.deepcopy(cfg.policy.engine)
+    if sub.policy.pool == PoolConfig():
+        sub.policy.pool = copy.deepcopy(cfg.policy.pool)
+
+
 def label_config(cfg: CAIConfig):
     """The RL phase's labels: the SL policy samples pairs of answers to the red-team prompts; every pair is
     compared under one principle of the constitution (soft labels: the jury's mean probabilities)."""
     lab = copy.deepcopy(cfg.label)
     lab.output_dir = str(Path(cfg.output_dir) / "labels")
     _run_keys(cfg, lab)
-    if not lab.data.path:
-        lab.data = copy.deepcopy(cfg.data)
-    if not lab.policy.model:
-        lab.policy.model, lab.policy.engine, lab.policy.pool = sl_policy(cfg), cfg.policy.engine, cfg.policy.pool
+    _fill_data(cfg, lab)
+    _fill_policy(cfg, lab)
     lab.judging.constitution = lab.judging.constitution or cfg.constitution
     if not lab.judging.judges:                 # the starting model as the feedback model
         lab.judging.judges = [JudgeConfig(id="feedback", model=cfg.policy.model, engine=copy.deepcopy(cfg.policy.engine))]
-    if cfg.chain_of_thought:
+    if cfg.chain_of_thought:                   # model judges reason first; logprob ones are clamped to the band
         for judge in lab.judging.judges:
             if judge.type in ("vllm", "http"):
                 judge.rationale = True
-                judge.p_band = judge.p_band or list(cfg.cot_band)
+                if judge.verdict == "logprob":
+                    judge.p_band = judge.p_band or list(cfg.cot_band)
     return _checked("label", lab)
 
 
@@ -109,10 +138,8 @@ def ppo_config(cfg: CAIConfig):
     pp = copy.deepcopy(cfg.ppo)
     pp.output_dir = str(Path(cfg.output_dir) / "ppo")
     _run_keys(cfg, pp)
-    if not pp.data.path:
-        pp.data = copy.deepcopy(cfg.data)
-    if not pp.policy.model:
-        pp.policy.model, pp.policy.engine, pp.policy.pool = sl_policy(cfg), cfg.policy.engine, cfg.policy.pool
+    _fill_data(cfg, pp)
+    _fill_policy(cfg, pp)
     if not pp.judging.judges:
         pp.judging.judges = [JudgeConfig(id="preference-model", type="reward_model",
                                          model=str(Path(cfg.output_dir) / "rm" / "model"), engine=EngineConfig())]

@@ -13,6 +13,7 @@ at the first unfinished round or epoch.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 from synthpref.config import CAISLConfig
 from synthpref.data.prompts import load_prompts, round_seed
 from synthpref.data.quarantine import write_quarantine
+from synthpref.data.readers import Quarantined
 from synthpref.data.schema import CRITIQUES, PREFERENCES, PROMPTS, SAMPLES, SFT, content_id, to_table
 from synthpref.data.shards import atomic_write_bytes, atomic_write_table
 from synthpref.errors import no_usable_rows
@@ -39,7 +41,7 @@ def run_cai_sl(cfg: CAISLConfig) -> dict:
     with JobRuntime(cfg, "cai-sl", constitution_hash=constitution.hash) as job:
         tokenizer = tokenizer_or_error(cfg.policy.model, "policy.model")
         red, quarantined, _ = load_prompts(cfg.data, cfg.policy)
-        helpful = helpful_prompts(cfg, len(red), quarantined)
+        helpful = helpful_prompts(cfg, {r.prompt_id for r in red}, quarantined)
         if not red:
             write_quarantine(job.out / "quarantine.jsonl", [q.to_json() for q in quarantined])
             raise no_usable_rows("usable red-team prompts", cfg.data.path, len(quarantined),
@@ -66,14 +68,20 @@ def run_cai_sl(cfg: CAISLConfig) -> dict:
     return report
 
 
-def helpful_prompts(cfg: CAISLConfig, n_red: int, quarantined: list) -> list:
+def helpful_prompts(cfg: CAISLConfig, red_ids: set, quarantined: list) -> list:
     """Ordinary prompts answered without critique: helpful_fraction of the SFT rows, as far as there are some."""
     if not cfg.sl.helpful.path or cfg.sl.helpful_fraction <= 0:
         return []
-    want = round(n_red * cfg.sl.helpful_fraction / (1 - cfg.sl.helpful_fraction))
+    want = round(len(red_ids) * cfg.sl.helpful_fraction / (1 - cfg.sl.helpful_fraction))
     rows, bad, _ = load_prompts(cfg.sl.helpful, cfg.policy)
     quarantined.extend(bad)
-    return rows[:want]
+    kept = []
+    for row in rows:
+        if row.prompt_id in red_ids:            # the same conversation is already a red-team prompt
+            quarantined.append(Quarantined(row.source, "duplicate", "this helpful prompt is also a red-team prompt"))
+        else:
+            kept.append(row)
+    return kept[:want]
 
 
 class Sampler:
@@ -102,39 +110,50 @@ class Sampler:
 
 
 def generate(job: JobRuntime, cfg: CAISLConfig, constitution, red: list, helpful: list) -> tuple[list[dict], list[list]]:
-    """Round 0 (the answers, as sample rows) and rounds 1..R (critique rows), each read back when a previous
-    run finished it, else made and written atomically (OUTPUT/rounds/NN.parquet)."""
+    """Round 0 (the answers, as sample rows) and rounds 1..R (critique rows), each cut into shards of
+    data.shard_size prompts: a shard a previous run finished is read back, any other is made and written
+    atomically (OUTPUT/rounds/NN/part-KKKKK.parquet), so a kill loses at most the shard in flight."""
     sampler = Sampler(job, cfg)
     conversations = {r.prompt_id: r.messages for r in red + helpful}
     prefix = few_shot_turns(constitution, constitution.few_shot) if cfg.sl.few_shot else []
-    bar = progress(cfg.sl.rounds + 1, "critique and revision rounds", "round", cfg.progress)
-    path = job.out / "rounds" / "00.parquet"
-    if path.exists():
-        answers = pq.read_table(path).to_pylist()
-    else:
-        job.state.claim()
-        sampler(red + helpful, "answer")
-        answers = sampler.samples
-        atomic_write_table(path, to_table(answers, SAMPLES))
-        job.log({"event": "sl_round", "step": 0, "round": 0, "answers": len(answers),
-                 "failed": len(red) + len(helpful) - len(answers)})
-    bar.update(1)
+    size = cfg.data.shard_size
+    job.metrics.rewind(-1, ("sl_round",))            # each round is recorded once, whichever run made it
+    bar = progress((cfg.sl.rounds + 1) * -(-len(red) // size) + -(-len(helpful) // size),
+                   "answer, critique and revise", "shard", cfg.progress)
+
+    def shards(round_: int, items: list, make, schema) -> list[dict]:
+        rows = []
+        for k in range(0, len(items), size):
+            path = job.out / "rounds" / f"{round_:02d}" / f"part-{k // size:05d}.parquet"
+            if path.exists():
+                rows += pq.read_table(path).to_pylist()
+            else:
+                job.state.claim()
+                made = make(items[k:k + size])
+                atomic_write_table(path, to_table(made, schema))
+                rows += made
+            bar.update(1)
+        return rows
+
+    def answer(chunk: list) -> list[dict]:
+        sampler(chunk, "answer")
+        return sampler.samples
+
+    answers = shards(0, red + helpful, answer, SAMPLES)
+    job.log({"event": "sl_round", "step": 0, "round": 0, "answers": len(answers),
+             "failed": len(red) + len(helpful) - len(answers)})
     answer_of = {a["prompt_id"]: a["text"] for a in answers}
     latest = {r.prompt_id: answer_of[r.prompt_id] for r in red if r.prompt_id in answer_of}
     rounds = []
     for round_ in range(1, cfg.sl.rounds + 1):
-        path = job.out / "rounds" / f"{round_:02d}.parquet"
-        if path.exists():
-            rows = pq.read_table(path).to_pylist()
-        else:
-            rows = critique_round(sampler, constitution, prefix, conversations, latest, round_, cfg.seed)
-            atomic_write_table(path, to_table(rows, CRITIQUES))
-            job.log({"event": "sl_round", "step": round_, "round": round_, "prompts": len(rows),
-                     "kept": sum(r["kept"] for r in rows), "empty": sum(r["reason"] == "empty_revision" for r in rows),
-                     "failed": sum(bool(r["reason"]) and r["reason"] != "empty_revision" for r in rows)})
+        rows = shards(round_, list(latest), lambda ids: critique_round(
+            sampler, constitution, prefix, conversations, {pid: latest[pid] for pid in ids}, round_, cfg.seed),
+            CRITIQUES)
+        job.log({"event": "sl_round", "step": round_, "round": round_, "prompts": len(rows),
+                 "kept": sum(r["kept"] for r in rows), "empty": sum(r["reason"] == "empty_revision" for r in rows),
+                 "failed": sum(bool(r["reason"]) and r["reason"] != "empty_revision" for r in rows)})
         latest = apply_round(latest, rows)
         rounds.append(rows)
-        bar.update(1)
     bar.close()
     sampler.close()
     job.log({"event": "sl_answers", "red_team_answered": len(latest), "unanswered": len(red) + len(helpful) - len(answer_of)})
@@ -149,6 +168,9 @@ def write_tables(out: Path, cfg: CAISLConfig, red: list, helpful: list, answers:
                     "meta": json.dumps({**r.meta, "kind": kind}, ensure_ascii=False, default=str)}
                    for kind, group in (("red_team", red), ("helpful", helpful)) for r in group]
     critiques = [row for rows in rounds for row in rows]
+    rounds_of: dict[str, list[dict]] = {}
+    for row in critiques:
+        rounds_of.setdefault(row["prompt_id"], []).append(row)
     sft, prefs, bad = [], [], []
     policy = cfg.policy.model
     for r in helpful:
@@ -162,7 +184,7 @@ def write_tables(out: Path, cfg: CAISLConfig, red: list, helpful: list, answers:
             bad.append({"prompt_id": r.prompt_id, "source": r.source, "reason": "answer_failed",
                         "detail": "the policy gave no answer to this prompt (see logs)"})
             continue
-        mine = [row for row in critiques if row["prompt_id"] == r.prompt_id]
+        mine = sorted(rounds_of.get(r.prompt_id, []), key=lambda row: row["round"])
         kept = [row for row in mine if row["kept"]]
         original = answer_of[r.prompt_id]["text"]
         if not kept:
@@ -217,9 +239,9 @@ def fine_tune(job: JobRuntime, cfg: CAISLConfig, tokenizer, rows: list[dict], ba
     say(f"precision: {describe_dtypes({'policy_trainer': policy.dtype})}")
     losses = list(job.state.get("losses", []))
     size = t.micro_batch * t.world_size
+    sft_batches(tokenizer, rows, t.max_len, size, 0, bad)                 # too-long rows: quarantined on every run
     for epoch in range(done + 1, t.epochs + 1):
-        batches = sft_batches(tokenizer, rows, t.max_len, size, round_seed(cfg.seed, "cai-sl", epoch),
-                              bad if epoch == done + 1 else [])            # too-long rows: quarantined once
+        batches = sft_batches(tokenizer, rows, t.max_len, size, round_seed(cfg.seed, "cai-sl", epoch), [])
         job.metrics.rewind((epoch - 1) * len(batches), ("sft",))          # a cut-short epoch is done again
         bar = progress(len(batches), f"SFT on revisions, epoch {epoch}/{t.epochs}", "step", cfg.progress)
         for n, batch in enumerate(batches, 1):
@@ -231,6 +253,7 @@ def fine_tune(job: JobRuntime, cfg: CAISLConfig, tokenizer, rows: list[dict], ba
         bar.close()
         policy.save_checkpoint(job.out / "checkpoints", f"epoch{epoch}")
         job.state.mark(epoch, losses=losses)
+        shutil.rmtree(job.out / "checkpoints" / f"epoch{epoch - 1}", ignore_errors=True)   # keep the latest only
     policy.save_pretrained(job.out / "policy")
     return {"steps": len(losses), "epochs": t.epochs, "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None, "dtype": policy.dtype}

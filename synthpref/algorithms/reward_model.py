@@ -37,13 +37,26 @@ class EncodedPair:
 
 
 def soft_label(row: PromptRow) -> float | None:
-    """A row's P(chosen preferred): `soft_label`, else `score_chosen` of a pairwise `synthpref label` table (the
-    jury's P(chosen better) under mean_prob rules); None when it has none or it is not a probability."""
-    for key in ("soft_label", "score_chosen"):
-        value = row.meta.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value) if 0.0 <= value <= 1.0 else None
+    """A row's P(chosen preferred): its `soft_label`, else the `score_chosen` of a pairwise `synthpref label`
+    table judged with mean_prob order and jury rules (there it is the jury's P(chosen better); elsewhere a
+    score, not a probability); None when it has neither or the value is not in [0, 1]."""
+    value = row.meta.get("soft_label")
+    if value is None and is_probability_table(row.meta.get("provenance")):
+        value = row.meta.get("score_chosen")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
     return None
+
+
+def is_probability_table(provenance) -> bool:
+    """Whether a preference row's provenance says its score_chosen is P(chosen better): pairwise judging,
+    mean_prob jury rule, and mean_prob order rule when both orders were judged."""
+    try:
+        prov = json.loads(provenance) if isinstance(provenance, str) else provenance
+    except ValueError:
+        return False
+    return (isinstance(prov, dict) and prov.get("mode") == "pairwise" and prov.get("jury_rule") == "mean_prob"
+            and (not prov.get("both_orders") or prov.get("order_rule") == "mean_prob"))
 
 
 def encode_pairs(tokenizer, rows: list[PromptRow], max_len: int, quarantined: list[dict],
@@ -55,9 +68,9 @@ def encode_pairs(tokenizer, rows: list[PromptRow], max_len: int, quarantined: li
         target = soft_label(row) if soft else 1.0
         if target is None:
             quarantined.append({"source": row.source, "reason": "no_soft_label",
-                                "detail": "train.soft_labels needs soft_label or score_chosen in [0, 1] (a pairwise "
-                                          "label table with mean_prob rules); got "
-                                          f"{row.meta.get('soft_label', row.meta.get('score_chosen'))!r}"})
+                                "detail": "soft_labels needs a soft_label in [0, 1], or a pairwise label table judged "
+                                          "with mean_prob jury and order rules (its score_chosen); got soft_label "
+                                          f"{row.meta.get('soft_label')!r}, score_chosen {row.meta.get('score_chosen')!r}"})
             continue
         try:
             chosen, rejected = (encode_scored(tokenizer, row.messages, c, max_len) for c in row.completions)

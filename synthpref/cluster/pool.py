@@ -33,6 +33,16 @@ ACTOR_LOST = (RayActorError, ActorUnavailableError)
 UNHEALTHY_AFTER = 3            # consecutive failed chunks before an idle replica is restarted
 
 
+def node_is_dead(node_id: str | None) -> bool | None:
+    """Whether Ray reports the node dead (a replica lost with its node), None when it cannot tell."""
+    if not node_id:
+        return None
+    try:
+        return any(n["NodeID"] == node_id and not n["Alive"] for n in ray.nodes())
+    except Exception:  # the GCS is unreachable: cannot tell
+        return None
+
+
 class PoolError(ResourceError):
     """The pool cannot go on: a replica cannot start, or replacements are used up."""
 
@@ -181,8 +191,9 @@ class ReplicaPool:
             return                           # already replaced (several lost chunks report one death)
         self.stats["lost"] += 1
         self._stop(replica)
-        self.events({"event": "replica_lost", "pool": self.name, "slot": replica.slot,
-                     "pid": replica.info.get("pid"), "reason": reason[:500]})
+        self.events({"event": "replica_lost", "pool": self.name, "slot": replica.slot, "pid": replica.info.get("pid"),
+                     "node_id": replica.info.get("node_id"), "node_lost": node_is_dead(replica.info.get("node_id")),
+                     "reason": reason[:500]})
         log.warning("pool %s: replica %d lost (%s); replacing it", self.name, replica.slot, reason[:200])
         if self.replacements_left <= 0:
             raise PoolError(f"pool {self.name}: replica {replica.slot} lost ({reason[:300]}) and "

@@ -32,8 +32,10 @@ class SLConfig:
             raise ConfigError(f"{key}.rounds: must be >= 1")
         if not 0 <= self.helpful_fraction < 1:
             raise ConfigError(f"{key}.helpful_fraction: must be in [0, 1)")
-        if self.critique_max_tokens < 1 or self.temperature < 0:
-            raise ConfigError(f"{key}: need critique_max_tokens >= 1 and temperature >= 0")
+        if self.critique_max_tokens < 1:
+            raise ConfigError(f"{key}.critique_max_tokens: must be >= 1")
+        if self.temperature < 0:
+            raise ConfigError(f"{key}.temperature: must be >= 0")
 
 
 @dataclass
@@ -86,9 +88,13 @@ class CAIConfig:
         if not self.policy.model:
             raise ConfigError("policy.model: no starting policy given")
         self.data.require("data", "red-team prompt source")
-        if len(self.cot_band) != 2 or not 0 <= self.cot_band[0] <= 0.5 <= self.cot_band[1] <= 1:
-            raise ConfigError(f"cot_band: expected [low, high] with 0 <= low <= 0.5 <= high <= 1, got {self.cot_band}")
+        if len(self.cot_band) != 2 or not 0 <= self.cot_band[0] <= 0.5 <= self.cot_band[1] <= 1 \
+                or abs(self.cot_band[0] + self.cot_band[1] - 1) > 1e-9:
+            raise ConfigError(f"cot_band: expected [low, high] symmetric around 0.5 (low + high = 1), got {self.cot_band}")
         judging = self.label.judging
+        if self.chain_of_thought and judging.tie_margin >= self.cot_band[1] - 0.5:
+            raise ConfigError(f"label.judging.tie_margin: {judging.tie_margin} would make every chain-of-thought label "
+                              f"clamped to {self.cot_band} a tie; use a margin below {self.cot_band[1] - 0.5:g}")
         if self.soft_labels and "label" in self.phases and judging.jury_rule != "mean_prob":
             raise ConfigError(f"label.judging.jury_rule: soft labels average the judges' probabilities; set mean_prob "
                               f"(a {judging.jury_rule} vote gives hard labels), or soft_labels: false")

@@ -172,9 +172,10 @@ class JudgeConfig:
         if self.samples < 1 or self.temperature < 0:
             raise ConfigError(f"{key}: need samples >= 1 and temperature >= 0")
         if self.p_band is not None:
-            if len(self.p_band) != 2 or not 0 <= self.p_band[0] <= 0.5 <= self.p_band[1] <= 1:
-                raise ConfigError(f"{key}.p_band: expected [low, high] with 0 <= low <= 0.5 <= high <= 1, "
-                                  f"got {self.p_band}")
+            if len(self.p_band) != 2 or not 0 <= self.p_band[0] <= 0.5 <= self.p_band[1] <= 1 \
+                    or abs(self.p_band[0] + self.p_band[1] - 1) > 1e-9:
+                raise ConfigError(f"{key}.p_band: expected [low, high] symmetric around 0.5 (low + high = 1, so "
+                                  f"neither position is favoured), got {self.p_band}")
             if self.verdict != "logprob" or self.type not in ("vllm", "http"):
                 raise ConfigError(f"{key}.p_band: clamps probabilities read from logprobs; it needs a vllm or "
                                   f"http judge with verdict logprob")
@@ -233,6 +234,7 @@ class TrainConfig:
     num_gpus: float = field(default=0, metadata={"help": "GPUs per rank (NCCL between ranks when > 0)"})
     center_coef: float = field(default=0.0, metadata={"help": "reward models: weight of the mean((r_c + r_r)^2) centring term"})
     start_timeout_s: float = field(default=600.0, metadata={"help": "ranks not placed within this many seconds fail the job, naming the missing resource"})
+    rank_timeout_s: float = field(default=3600.0, metadata={"help": "a rank that does not finish one call (a step, a forward pass, a checkpoint) within this many seconds stops the job with an error naming it and its node; a rank found dead (its node lost) stops it at once. A rerun resumes from the last checkpoint"})
     lora_r: int = field(default=0, metadata={"help": "0: full fine-tuning; > 0: train LoRA adapters of this rank (Hu et al. 2021) through peft, weights merged for saving and engine sync"})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator: the update is (lora_alpha / lora_r) * B @ A"})
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch's input while training"})
@@ -247,6 +249,8 @@ class TrainConfig:
             raise ConfigError(f"{key}.micro_batch and {key}.epochs: must be >= 1")
         if self.lr <= 0:
             raise ConfigError(f"{key}.lr: must be > 0")
+        if self.rank_timeout_s <= 0:
+            raise ConfigError(f"{key}.rank_timeout_s: must be > 0")
         if self.max_len < 8:
             raise ConfigError(f"{key}.max_len: must be >= 8")
         if self.num_cpus <= 0 and self.num_gpus <= 0:

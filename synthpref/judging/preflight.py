@@ -23,14 +23,20 @@ def preflight(judging: JudgingConfig) -> None:
             raise ConfigError(f"judging.constitution: {exc}") from exc
     for i, judge in enumerate(judging.judges):
         key = f"judging.judges.{i}"
+        tpl = None
         try:
             if judge.type == "function":
                 load_function(judge.function)
             elif judge.type in TEMPLATE_JUDGES:
-                get_template(judge.template, judging.mode, judge.verdict, bool(judging.constitution))
+                tpl = get_template(judge.template, judging.mode, judge.verdict, bool(judging.constitution))
         except (ConfigError, ValueError, TypeError, FileNotFoundError) as exc:
             field = "function" if judge.type == "function" else "template"
             raise ConfigError(f"{key}.{field}: {exc}") from exc
+        if tpl and judge.rationale and judge.verdict == "logprob" and judging.mode == "pairwise" \
+                and "{reasoning}" not in tpl.user:
+            raise ConfigError(f"{key}.rationale: chain of thought before a logprob verdict needs a template with a "
+                              f"{{reasoning}} placeholder ({tpl.name} has none; the built-in "
+                              f"constitutional-pairwise-logprob has one)")
     for i, judge in enumerate(judging.judges):
         key = f"judging.judges.{i}"
         if judge.type in ("vllm", "reward_model"):

@@ -107,7 +107,7 @@ _CONSTITUTIONAL = ("[Conversation]\n{conversation}\n\nConsider the following que
 
 CONSTITUTIONAL_LOGPROB = Template(
     name="constitutional-pairwise-logprob", version=1, kind="pairwise", verdict="logprob",
-    system=_CONSTITUTIONAL_SYSTEM, user=_CONSTITUTIONAL + "{reasoning}Answer with a single letter, A or B.",
+    system=_CONSTITUTIONAL_SYSTEM, user=_CONSTITUTIONAL + "Answer with a single letter, A or B.{reasoning}",
     choices=("A", "B"),
 )
 
@@ -123,7 +123,8 @@ BUILTIN = {t.name: t for t in (PAIRWISE_LOGPROB, PAIRWISE_TEXT, POINTWISE_LOGPRO
 REASONING = "First explain your reasoning briefly. "
 # Chain of thought before a logprob verdict: the judge writes its reasoning, then is asked for the letter in a
 # second turn, whose next-token distribution gives the probabilities (constitutional AI's CoT labels).
-THINK = "Let's think step by step: first write out your reasoning, without giving the final letter yet. "
+THINK = (" Before you answer, think it through step by step: write out your reasoning now; you will be asked for "
+         "the letter after it.")
 COT_FOLLOW_UP = "So which option is better by the principle? Answer with a single letter."
 SCORE_RANGES = {"additive-5-text": (0, 5)}          # text ratings: [[N]] within this range; others 1-10
 

@@ -22,7 +22,7 @@ from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE
 COLUMNS = {                      # what the spot check reads of each table (older runs may lack later columns)
     "prompts": ("prompt_id", "messages", "meta"),
     "samples": ("prompt_id", "sample_id", "text"),
-    "judgments": ("pair_id", "judge_id", "order", "verdict", "p_first", "error"),
+    "judgments": ("pair_id", "judge_id", "order", "verdict", "p_first", "error", "principle"),
     "preferences": ("prompt_id", "pair_id", "prompt", "chosen", "rejected", "confidence", "agreement",
                     "position_consistent", "provenance"),
 }

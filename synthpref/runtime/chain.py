@@ -2,6 +2,8 @@
 by name, so no driver imports another. The chain records which phases finished (`OUTPUT/chain.json`,
 with each phase's run tree): a rerun skips a finished phase whose config is unchanged and reruns the
 others, each of which resumes where it stopped by its own rule (finished shards, epochs, checkpoints).
+A finished phase whose config changed (a raised length key: more epochs, steps) while later phases were
+already made from its output is refused, naming the key, rather than leaving them stale.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from synthpref.data.shards import atomic_write_bytes
-from synthpref.runtime.rerun import run_tree
+from synthpref.runtime.rerun import RunMismatch, rerun_change, run_tree
 
 # job name -> "module:function" of its driver (the same drivers the command line runs)
 JOBS = {
@@ -56,9 +58,11 @@ class Chain:
         """Run each phase not yet finished with its current config; returns {phase: report} (a skipped
         phase's report is the one recorded when it finished)."""
         reports = {}
-        for phase in phases:
-            cfg = phase.make_config()
-            tree = json.loads(json.dumps(run_tree(cfg, **(phase.keys or {})), default=str))
+        configs = [phase.make_config() for phase in phases]
+        trees = [json.loads(json.dumps(run_tree(cfg, **(phase.keys or {})), default=str))
+                 for phase, cfg in zip(phases, configs)]
+        self.refuse_stale(phases, trees)
+        for phase, cfg, tree in zip(phases, configs, trees):
             if self.done(phase.name, tree):
                 reports[phase.name] = self.state["phases"][phase.name]["report"]
                 self.events({"event": "phase", "phase": phase.name, "job": phase.job, "status": "finished before"})
@@ -73,3 +77,16 @@ class Chain:
             self.events({"event": "phase", "phase": phase.name, "job": phase.job, "status": "finished"})
             reports[phase.name] = report
         return reports
+
+    def refuse_stale(self, phases: list[Phase], trees: list[dict]) -> None:
+        """A finished phase that would run again (its config changed) while a later phase already has
+        outputs made from it: refuse, naming the changed key and the later phases."""
+        recorded = self.state["phases"]
+        for i, (phase, tree) in enumerate(zip(phases, trees)):
+            entry = recorded.get(phase.name)
+            later = [p.name for p in phases[i + 1:] if p.name in recorded]
+            if entry and entry.get("finished") and entry.get("config") != tree and later:
+                change = rerun_change(entry["config"], tree) or "its config"
+                raise RunMismatch(f"{self.path}: phase {phase.name} changed ({change}) after {', '.join(later)} "
+                                  f"were made from its output; use another output_dir, or remove the folders of "
+                                  f"{', '.join(later)} and their entries in chain.json to redo them")

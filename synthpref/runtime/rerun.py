@@ -21,7 +21,7 @@ from synthpref.errors import UserError
 PLACEMENT_KEYS = {"num_cpus", "cpu_cores", "kv_cache_gib", "gpu_memory_utilization",
                   "tensor_parallel_size", "chunk_size", "pool", "base_url", "api_key_env", "timeout_s",
                   "max_retries", "backoff_s", "backoff_max_s", "concurrency", "usd_per_1m_prompt_tokens",
-                  "usd_per_1m_completion_tokens", "start_timeout_s", "chunk_pairs"}
+                  "usd_per_1m_completion_tokens", "start_timeout_s", "chunk_pairs", "rank_timeout_s"}
 RUN_ONLY_KEYS = {"output_dir", "progress", "verbose", "ray"}
 
 

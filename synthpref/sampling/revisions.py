@@ -38,8 +38,10 @@ def few_shot_turns(constitution: Constitution, shots: tuple[FewShot, ...]) -> li
 
 
 def critique_messages(prefix: list[dict], conversation: list[dict], answer: str, rule: Principle) -> list[dict]:
-    return prefix + conversation + [{"role": "assistant", "content": answer},
-                                    {"role": "user", "content": CRITIQUE_LEAD + rule.critique}]
+    """The examples, the conversation, the answer and the critique request (a system turn stays first)."""
+    system = conversation[:1] if conversation and conversation[0]["role"] == "system" else []
+    return system + prefix + conversation[len(system):] + [{"role": "assistant", "content": answer},
+                                                          {"role": "user", "content": CRITIQUE_LEAD + rule.critique}]
 
 
 def revision_messages(prefix: list[dict], conversation: list[dict], answer: str, rule: Principle,

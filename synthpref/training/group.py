@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import ray
 
-from synthpref.cluster.pool import PoolError, missing_resources
+from synthpref.cluster.pool import ACTOR_LOST, PoolError, missing_resources
 from synthpref.cluster.ray_setup import actor_env
 from synthpref.config import TrainConfig
 from synthpref.models.loading import for_workers
@@ -64,6 +65,12 @@ def common_dtype(per_rank: list[str]) -> str:
     return per_rank[0] if len(set(per_rank)) == 1 else "float32"
 
 
+class RankLost(PoolError):
+    """A trainer rank died (its node was lost, or its process killed) or did not answer within
+    train.rank_timeout_s; the message names the rank and its node. The job stops: rerunning (resubmitting)
+    it resumes from its last checkpoint."""
+
+
 class TrainerGroup:
     """`world_size` ranks of one model in one role (policy, reference, reward, critic). `train.dtype` ("auto",
     "float32", "bfloat16") is resolved by each rank on its own node; `self.dtype` is what they run."""
@@ -100,22 +107,48 @@ class TrainerGroup:
         cls = ray.remote(num_cpus=t.num_cpus, num_gpus=t.num_gpus)(TrainerActor)
         self.actors = [cls.options(runtime_env=actor_env(), scheduling_strategy=PlacementGroupSchedulingStrategy(
             self.placement, placement_group_bundle_index=r)).remote(r, t.world_size) for r in range(t.world_size)]
-        master = ray.get(self.actors[0].rendezvous_address.remote())
+        master = self.gather([self.actors[0].rendezvous_address.remote()], "rendezvous_address")[0]
         threads = max(1, int(t.num_cpus)) if not t.num_gpus else None
-        self.dtype = common_dtype(ray.get([a.auto_dtype.remote(t.dtype) for a in self.actors]))
+        self.dtype = common_dtype(self.gather([a.auto_dtype.remote(t.dtype) for a in self.actors], "auto_dtype"))
         self._setup = [a.setup.remote(master, self.model, self.role, t, seed, self.dtype, threads) for a in self.actors]
 
     def ready(self) -> "TrainerGroup":
         """Wait until every rank has built its engine (construct with wait=False to start other workers,
         e.g. the vLLM samplers, meanwhile)."""
         if self._setup:
-            answers = ray.get(self._setup)
+            answers = self.gather(self._setup, "setup")
             self.nodes = [answer.get("node_id") for answer in answers]          # rank r's node, for the records
             ran = {answer["dtype"] for answer in answers}
             if ran != {self.dtype}:
                 raise RuntimeError(f"trainer group {self.role}: ranks hold {sorted(ran)}, expected {self.dtype}")
             self._setup = []
         return self
+
+    def gather(self, refs: list, what: str) -> list:
+        """The answers of one call per rank (refs[r] from rank r), never hanging on a lost rank: the first
+        rank found dead stops the wait at once (the others may be blocked in a collective with it, as at a
+        weight-sync rendezvous), and ranks that do not answer within train.rank_timeout_s are named too."""
+        rank_of = {ref: r for r, ref in enumerate(refs)}
+        pending, deadline = list(refs), time.monotonic() + self.train_cfg.rank_timeout_s
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, min(5.0, deadline - time.monotonic())))
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except ACTOR_LOST as exc:
+                    raise RankLost(f"trainer group {self.role}: rank {rank_of[ref]} (node {self._node(rank_of[ref])}) "
+                                   f"was lost during {what}: {str(exc).splitlines()[0][:300]}; the job stops here: "
+                                   f"rerun it to resume from its last checkpoint") from exc
+            if pending and time.monotonic() >= deadline:
+                ranks = sorted(rank_of[ref] for ref in pending)
+                raise RankLost(f"trainer group {self.role}: ranks {ranks} (nodes "
+                               f"{[self._node(r) for r in ranks]}) did not finish {what} within "
+                               f"{self.train_cfg.rank_timeout_s:g} s (train.rank_timeout_s); the job stops here: "
+                               f"rerun it to resume from its last checkpoint")
+        return ray.get(list(refs))
+
+    def _node(self, rank: int) -> str:
+        return self.nodes[rank] if rank < len(self.nodes) and self.nodes[rank] else "unknown"
 
     def _wait_placement(self, timeout_s: float) -> bool:
         ready, _ = ray.wait([self.placement.ready()], timeout=timeout_s)
@@ -125,7 +158,7 @@ class TrainerGroup:
     def run(self, method: str, batch: dict, *args) -> list:
         """Every rank runs `method` on its share; returns the ranks' raw results."""
         shares = split(batch, self.world_size)
-        return ray.get([getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)])
+        return self.gather([getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)], method)
 
     def train(self, method: str, batch: dict, *args) -> dict:
         """One optimizer step of every rank (train_sft, train_bt, train_dpo, rl_train); row-weighted mean stats."""
@@ -136,7 +169,7 @@ class TrainerGroup:
         take its step meanwhile, e.g. the critic beside the policy)."""
         shares = split(batch, self.world_size)
         refs = [getattr(a, method).remote(share, *args) for a, share in zip(self.actors, shares)]
-        return lambda: mean_stats(ray.get(refs), rows_of(batch))
+        return lambda: mean_stats(self.gather(refs, method), rows_of(batch))
 
     def forward(self, method: str, batch: dict, *args) -> list:
         """Per-row results (forward_logprobs, forward_scores, forward_pair_logprobs, rl_*) in batch order."""
@@ -151,7 +184,7 @@ class TrainerGroup:
         refs = [getattr(a, method).remote(share, *args, rows_per_rank=most) for a, share in zip(self.actors, shares)]
 
         def wait():
-            answers = ray.get(refs)
+            answers = self.gather(refs, method)
             span = (min(a["span"][0] for a in answers), max(a["span"][1] for a in answers))
             return merge_rows([a["rows"] for a in answers], rows_of(batch)), span
         return wait
@@ -161,12 +194,12 @@ class TrainerGroup:
 
     # -- weights -------------------------------------------------------------------------------
     def call_all(self, method: str, *args) -> list:
-        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+        return self.gather([getattr(a, method).remote(*args) for a in self.actors], method)
 
     def full_state_dict_ref(self) -> ray.ObjectRef:
         """A Ray reference to the full weights (rank 0's gather; every rank takes part in ZeRO-3)."""
         refs = [a.full_state_dict.remote() for a in self.actors]
-        ray.get(refs[1:])                     # the other ranks' part of the gather (they return None)
+        self.gather(refs, "full_state_dict")  # every rank's part of the gather (the others return None)
         return refs[0]
 
     def save_pretrained(self, path: str) -> str:

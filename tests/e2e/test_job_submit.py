@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 
 import psutil
 import pyarrow.parquet as pq
@@ -14,7 +15,7 @@ import pytest
 
 from synthpref.models.precision import DTYPES
 from tests.conftest import REPO
-from tests.helpers import cluster_script_module
+from tests.helpers import cluster_script_module, finished_units
 
 stop_local = cluster_script_module("stop_local")
 
@@ -58,7 +59,7 @@ def local_cluster(tmp_path_factory):
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=120)
         left = [p.pid for p in stop_local.cluster_processes(env["RAY_TEMP_DIR"], str(ports["RAY_PORT"])) if alive(p)]
-        for folder in [env["RAY_TEMP_DIR"], *(f"{env['RAY_TEMP_DIR']}-w{i}" for i in range(2))]:
+        for folder in [env["RAY_TEMP_DIR"], *(f"{env['RAY_TEMP_DIR']}-w{i}" for i in range(4))]:   # 2, 3: added
             shutil.rmtree(folder, ignore_errors=True)
         assert not left, f"processes of the stopped cluster still alive: {left}"
 
@@ -109,22 +110,175 @@ def test_documented_job_submit_labels_the_ci_tiny_job(local_cluster, workdir):
     assert len(nodes_of(out)) == 2                      # sampler and judge engines on the two worker nodes
 
 
-def test_an_rft_job_submitted_to_three_nodes_trains_across_them(local_cluster, workdir):
-    """The trainer rank and the sampler engine land on different worker nodes (each has one CPU), so the
-    weights travel between nodes; `ray job logs` shows the job's own summary."""
-    command = SUBMIT.replace('"$PWD"', str(workdir)).replace(
-        "label --config configs/ci-tiny.yaml", "rft --config configs/train/rft-demo.yaml output_dir=runs/rft-submit "
-        "iterations=2 prompts_per_iteration=4 policy.samples_per_prompt=2 policy.max_tokens=16 kl_prompts=0")
-    log = submit(local_cluster, command)
-    out = workdir / "runs" / "rft-submit"
-    report = json.loads((out / "report.json").read_text())
-    assert [r["iteration"] for r in report["iterations"]] == [1, 2]
-    assert report["iterations"][1]["sampled_version"] == ["runs/demo/models/policy@v1"]
-    assert len(nodes_of(out)) == 2
-    job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", log).group(1)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    logs = subprocess.run(f"RAY_AUTH_MODE=token .venv/bin/ray job logs --address "
-                          f"http://127.0.0.1:{local_cluster['RAY_DASHBOARD_PORT']} {job_id}", shell=True, cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert "policy (Hugging Face format): runs/rft-submit/policy" in logs.stdout
+# -- node loss and `ray job stop` (issue: losing a node without losing data) ---------------------------------
+NO_WAIT = SUBMIT.replace("ray job submit", "ray job submit --no-wait")
 
+
+def ray_cli(ports, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", PATH=f"{REPO / '.venv' / 'bin'}:{env['PATH']}")
+    return subprocess.run(["ray", *args, "--address", f"http://127.0.0.1:{ports['RAY_DASHBOARD_PORT']}"], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def start_extra_node(ports, index: int, cpus: int) -> str:
+    """One more worker node (temp dir TEMP_DIR-w{index}, resource extra_node_{index}); returns its node id."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", PATH=f"{REPO / '.venv' / 'bin'}:{env['PATH']}")
+    start = subprocess.run(["ray", "start", f"--address=127.0.0.1:{ports['RAY_PORT']}", f"--num-cpus={cpus}",
+                            f"--resources={json.dumps({f'extra_node_{index}': 1})}",
+                            f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp_dir(ports)}-w{index}",
+                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+    listed = ray_cli(ports, "list", "nodes", "--format", "json", "--detail")
+    nodes = [n for n in json.loads(listed.stdout) if n["state"] == "ALIVE" and f"extra_node_{index}" in n["resources_total"]]
+    assert len(nodes) == 1, listed.stdout[-2000:]
+    return nodes[0]["node_id"]
+
+
+def temp_dir(ports) -> str:
+    return f"/tmp/sp-ray-{ports['RAY_PORT']}"
+
+
+def kill_node(ports, index: int) -> int:
+    """SIGKILL worker node `index`: its raylet, agents and every worker process under them (engines and
+    trainer ranks included), as when a machine dies. Returns how many processes were killed."""
+    folder = f"{temp_dir(ports)}-w{index}"
+    daemons = [p for p in psutil.process_iter(["cmdline"])
+               if any(folder + "/" in part or part.endswith("=" + folder) for part in p.info["cmdline"] or [])]
+    victims = {p.pid: p for p in daemons}
+    for p in daemons:
+        try:
+            victims.update({c.pid: c for c in p.children(recursive=True)})
+        except psutil.Error:
+            pass
+    for p in victims.values():
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    assert daemons, f"no process of node {folder} found"
+    return len(victims)
+
+
+def wait_for(condition, what: str, timeout: float = 300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"{what}: not within {timeout:g} s"
+        time.sleep(0.2)
+
+
+def job_id_of(log: str) -> str:
+    return re.search(r"(raysubmit_\w+)", log).group(1)
+
+
+def job_status(ports, job_id: str) -> str:
+    out = ray_cli(ports, "job", "status", job_id).stdout
+    found = re.search(r"Status for job '\w+': (\w+)", out)
+    return found.group(1) if found else "UNKNOWN"
+
+
+def metrics(out) -> list[dict]:
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_label_job_survives_losing_a_worker_node_with_every_row_once(local_cluster, workdir):
+    """Three sampler replicas, one on each worker node (a third node, added for this test, is the one lost);
+    the node is killed after the first shard: the job finishes on the other two with every row exactly once
+    and the loss, with the node's id, in metrics.jsonl."""
+    extra = start_extra_node(local_cluster, 2, cpus=1)
+    out = workdir / "runs" / "node-loss"
+    command = NO_WAIT.replace('"$PWD"', str(workdir)).replace(
+        "configs/ci-tiny.yaml", "configs/ci-tiny.yaml output_dir=runs/node-loss data.limit=24 policy.pool.replicas=3 "
+        "policy.max_tokens=24 'judging.judges=[{id: words, type: function, function: "
+        "\"synthpref.judging.functions:distinct_words\"}]'")
+    job = job_id_of(submit_no_wait(local_cluster, command))
+    wait_for(lambda: any(e["event"] == "shard" for e in metrics(out)), "the first shard", 300)
+    ready = {e["node_id"] for e in metrics(out) if e["event"] == "replica_ready" and e["pool"] == "sampler"}
+    assert extra in ready and len(ready) == 3, ready                 # one replica per worker node
+    kill_node(local_cluster, 2)
+    wait_for(lambda: job_status(local_cluster, job) in ("SUCCEEDED", "FAILED", "STOPPED"), "the job's end", 300)
+    assert job_status(local_cluster, job) == "SUCCEEDED", ray_cli(local_cluster, "job", "logs", job).stdout[-4000:]
+    events = metrics(out)
+    lost = [e for e in events if e["event"] == "replica_lost"]
+    assert lost and {e["node_id"] for e in lost} == {extra}, lost
+    samples = pq.read_table(out / "samples").to_pylist()
+    assert len(samples) == 48 and len({s["sample_id"] for s in samples}) == 48          # 24 prompts x 2, once each
+    assert sorted({s["prompt_id"] for s in samples}) == sorted(r["prompt_id"] for r in pq.read_table(out / "prompts").to_pylist())
+    prefs = pq.read_table(out / "preferences").to_pylist()
+    summary = json.loads((out / "summary.json").read_text())
+    c = summary["counts"]
+    assert c["pairs"] == 24 and c["preferences"] + c["ties"] + c["failed_pairs"] == 24 and c["sampling_errors"] == 0
+    assert len(prefs) == c["preferences"] and len({p["pair_id"] for p in prefs}) == len(prefs)
+
+
+def submit_no_wait(ports, command: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = command.replace(":8269", f":{ports['RAY_DASHBOARD_PORT']}")
+    proc = subprocess.run(command, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def test_an_rft_job_stops_naming_a_lost_trainer_node_then_resumes_when_resubmitted(local_cluster, workdir):
+    """The trainer rank needs 2 CPUs, which only an added node has; that node is killed after iteration 1's
+    checkpoint. The job stops within train.rank_timeout_s with an error naming the rank's node (no hang);
+    resubmitted with 1-CPU ranks (a placement key: the same run), it resumes after iteration 1 and records
+    every iteration once."""
+    extra = start_extra_node(local_cluster, 3, cpus=2)
+    out = workdir / "runs" / "rft-node-loss"
+    base = SUBMIT.replace('"$PWD"', str(workdir)).replace(
+        "label --config configs/ci-tiny.yaml", "rft --config configs/train/rft-demo.yaml output_dir=runs/rft-node-loss "
+        "iterations=3 prompts_per_iteration=4 policy.samples_per_prompt=2 policy.max_tokens=16 kl_prompts=0 "
+        "train.rank_timeout_s=120")
+    job = job_id_of(submit_no_wait(local_cluster, base.replace("ray job submit", "ray job submit --no-wait")
+                                   + " train.num_cpus=2"))
+    wait_for(lambda: finished_units(out) >= 1, "iteration 1", 300)
+    assert next(e for e in metrics(out) if e["event"] == "start")["trainer_nodes"] == [extra]
+    kill_node(local_cluster, 3)
+    killed = time.time()
+    wait_for(lambda: job_status(local_cluster, job) in ("SUCCEEDED", "FAILED", "STOPPED"), "the job's end", 200)
+    assert time.time() - killed < 120                                  # within train.rank_timeout_s: no hang
+    assert job_status(local_cluster, job) == "FAILED"
+    logs = ray_cli(local_cluster, "job", "logs", job).stdout
+    assert f"trainer group policy: rank 0 (node {extra}) was lost" in logs, logs[-3000:]
+    at_kill = finished_units(out)
+    assert 1 <= at_kill < 3
+    log = submit(local_cluster, base + " train.num_cpus=1")            # resubmitted: resumes
+    report = json.loads((out / "report.json").read_text())
+    assert [r["iteration"] for r in report["iterations"]] == [1, 2, 3]
+    iterations = [e["iteration"] for e in metrics(out) if e["event"] == "iteration"]
+    assert iterations == [1, 2, 3]                                    # every iteration recorded once
+    starts = [e for e in metrics(out) if e["event"] == "start"]
+    assert [s["resumed_after_iteration"] for s in starts] == [0, at_kill]
+    samplers = {e["node_id"] for e in metrics(out) if e["event"] == "replica_ready"}
+    assert extra not in samplers and len(samplers | {extra}) >= 2         # the weights travelled between nodes
+    assert report["iterations"][1]["sampled_version"] == ["runs/demo/models/policy@v1"]
+    logs = ray_cli(local_cluster, "job", "logs", job_id_of(log)).stdout
+    assert "policy (Hugging Face format): runs/rft-node-loss/policy" in logs
+
+
+def engine_processes(ports) -> list[psutil.Process]:
+    """vLLM engines of the cluster: engine actors (the engine runs in the actor process) and any EngineCore."""
+    return [p for p in stop_local.cluster_processes(temp_dir(ports), str(ports["RAY_PORT"]))
+            if alive(p) and any(key in " ".join(p.cmdline()) for key in ("EngineActor", "EngineCore", "RewardModelActor"))]
+
+
+def test_ray_job_stop_leaves_no_actor_and_no_engine_behind(local_cluster, workdir):
+    out = workdir / "runs" / "stopped"
+    command = NO_WAIT.replace('"$PWD"', str(workdir)).replace(
+        "configs/ci-tiny.yaml", "configs/ci-tiny.yaml output_dir=runs/stopped data.limit=null policy.max_tokens=64")
+    job = job_id_of(submit_no_wait(local_cluster, command))
+    wait_for(lambda: len([e for e in metrics(out) if e["event"] == "replica_ready"]) >= 2, "both engines ready", 300)
+    assert len(engine_processes(local_cluster)) >= 2
+    stop = ray_cli(local_cluster, "job", "stop", job, timeout=180)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert job_status(local_cluster, job) == "STOPPED"
+
+    def nothing_left() -> bool:
+        actors = json.loads(ray_cli(local_cluster, "list", "actors", "--format", "json", "--filter", "state=ALIVE",
+                                    "--limit", "1000").stdout or "[]")
+        return not actors and not engine_processes(local_cluster)
+    wait_for(nothing_left, "every actor and engine gone", 60)
+    assert not engine_processes(local_cluster)

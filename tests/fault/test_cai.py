@@ -8,10 +8,12 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from synthpref.data.schema import content_id
 from synthpref.judging.constitution import load_constitution
 from tests.helpers import job_command
 
@@ -25,7 +27,7 @@ ROUNDS = 2
 
 def cai_config(out, prompts, model) -> dict:
     return {"output_dir": str(out), "seed": 3, "constitution": "default",
-            "data": {"path": str(prompts)},
+            "data": {"path": str(prompts), "shard_size": 6},
             "policy": {"model": model, "max_tokens": 12, "engine": {"max_model_len": 1024}},
             "sl": {"rounds": ROUNDS, "critique_max_tokens": 12, "helpful_fraction": 0.25,
                    "helpful": {"path": str(prompts.with_name("helpful.jsonl"))},
@@ -68,10 +70,12 @@ def cai_run(tmp_path_factory, tiny_model):
     prompts.with_name("helpful.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in HELPFUL))
     out = tmp / "run"
     command = job_command("cai", cai_config(out, prompts, tiny_model), tmp)
-    first_round = out / "sl" / "rounds" / "01.parquet"
-    run_until(command, first_round.exists, "kill in the SL phase")
-    kept = {name: (out / "sl" / "rounds" / name).stat().st_mtime_ns for name in ("00.parquet", "01.parquet")}
-    assert not (out / "sl" / "rounds" / "02.parquet").exists()
+    rounds = out / "sl" / "rounds"
+    run_until(command, lambda: any(e.get("round") == 1 for e in events(out / "sl" / "metrics.jsonl")
+                                   if e["event"] == "sl_round") if (out / "sl" / "metrics.jsonl").exists() else False,
+              "kill in the SL phase")
+    kept = {str(p): p.stat().st_mtime_ns for p in sorted(rounds.glob("0[01]/part-*.parquet"))}
+    assert len(kept) == 2 + 1                          # round 0: 6 red-team + 2 helpful prompts (2 shards), round 1: 1
     run_until(command, lambda: finished(out / "rm" / "run.json") >= 1, "kill in the train_rm phase")
     assert not (out / "ppo").exists()
     final = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -81,8 +85,8 @@ def cai_run(tmp_path_factory, tiny_model):
 
 def test_each_rerun_resumes_in_the_phase_it_was_killed_in(cai_run):
     out = cai_run["out"]
-    for name, mtime in cai_run["kept"].items():                      # finished rounds are not redone
-        assert (out / "sl" / "rounds" / name).stat().st_mtime_ns == mtime, name
+    for path, mtime in cai_run["kept"].items():                      # finished rounds are not redone
+        assert Path(path).stat().st_mtime_ns == mtime, path
     sl = events(out / "sl" / "metrics.jsonl")
     assert [e["round"] for e in sl if e["event"] == "sl_round"] == list(range(ROUNDS + 1))
     top = events(out / "metrics.jsonl")
@@ -145,7 +149,10 @@ def test_rl_labels_carry_a_principle_and_a_soft_label_from_the_stored_probabilit
         assert principle in ids and ab["principle"] == ba["principle"] == principle
         p_ab, p_ba = json.loads(ab["choice_probs"]), json.loads(ba["choice_probs"])
         p_a = (p_ab["A"] / (p_ab["A"] + p_ab["B"]) + p_ba["B"] / (p_ba["A"] + p_ba["B"])) / 2
-        assert pref["score_chosen"] == pytest.approx(max(p_a, 1 - p_a), abs=1e-9)
+        chosen_id, rejected_id = json.loads(pref["provenance"])["sample_ids"]
+        chosen_is_a = pref["pair_id"] == content_id(pref["prompt_id"], chosen_id, rejected_id)   # make_pairs' id
+        assert (p_a > 0.5) == chosen_is_a                             # the side the probabilities favour won
+        assert pref["score_chosen"] == pytest.approx(p_a if chosen_is_a else 1 - p_a, abs=1e-9)
     summary = json.loads((out / "labels" / "summary.json").read_text())
     assert sum(p["drawn"] for p in summary["principles"].values()) == summary["counts"]["pairs"]
     rm_start = next(e for e in events(out / "rm" / "metrics.jsonl") if e["event"] == "start")

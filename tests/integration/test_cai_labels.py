@@ -8,6 +8,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from synthpref.data.schema import content_id
 from synthpref.judging.constitution import load_constitution
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -60,7 +61,10 @@ def test_every_label_carries_its_principle_and_the_clamped_soft_label(cot_labels
         assert principle in ids and ab["principle"] == ba["principle"] == principle
         p_ab, p_ba = json.loads(ab["choice_probs"]), json.loads(ba["choice_probs"])
         p_a = (clamp(p_ab["A"] / (p_ab["A"] + p_ab["B"])) + clamp(p_ba["B"] / (p_ba["A"] + p_ba["B"]))) / 2
-        assert pref["score_chosen"] == pytest.approx(max(p_a, 1 - p_a), abs=1e-9)
+        chosen_id, rejected_id = json.loads(pref["provenance"])["sample_ids"]
+        chosen_is_a = pref["pair_id"] == content_id(pref["prompt_id"], chosen_id, rejected_id)   # make_pairs' id
+        assert (p_a > 0.5) == chosen_is_a                             # the side the probabilities favour won
+        assert pref["score_chosen"] == pytest.approx(p_a if chosen_is_a else 1 - p_a, abs=1e-9)
         assert BAND[0] <= 1 - pref["score_chosen"] <= pref["score_chosen"] <= BAND[1]
     principles = cot_labels["summary"]["principles"]
     assert sum(p["drawn"] for p in principles.values()) == 12 and set(principles) <= ids

@@ -95,3 +95,39 @@ def test_a_phase_that_fails_is_run_again(tmp_path, monkeypatch):
         chain.Chain(tmp_path).run(phases)
     chain.Chain(tmp_path).run(phases)
     assert calls == [1, 1]
+
+
+def test_a_phase_keeps_the_engine_pool_and_data_keys_it_sets(tmp_path):
+    from synthpref.config import load_config
+    cfg = load_config(CAIConfig, Path(__file__).resolve().parents[2] / "configs" / "train" / "cai-qwen7b-8gpu.yaml")
+    pp = ppo_config(cfg)
+    assert pp.policy.model.endswith("sl/policy")
+    assert (pp.policy.pool.replicas, pp.policy.engine.gpu_memory_utilization, pp.policy.engine.weight_transfer) == \
+        (2, 0.6, "nccl")                                              # its own, not the SL sampler's 8 x 0.85
+    lab = label_config(cfg)
+    assert (lab.policy.pool.replicas, lab.data.shard_size) == (8, 256)        # top-level pool; its own data keys
+    partial = cai(tmp_path, data={"path": "red.jsonl", "limit": 7}, label={
+        "data": {"prompts_only": True}, "judging": {"jury_rule": "mean_prob"}})
+    assert (label_config(partial).data.path, label_config(partial).data.prompts_only,
+            label_config(partial).data.limit) == ("red.jsonl", True, None)
+
+
+def test_an_upstream_phase_changed_after_later_phases_ran_is_refused(tmp_path, monkeypatch):
+    from synthpref.runtime.rerun import RunMismatch
+    monkeypatch.setattr(chain, "run_job", lambda job, cfg: {})
+    phases = lambda v: [chain.Phase("one", "echo", lambda: EchoConfig(str(tmp_path / "one"), v)),   # noqa: E731
+                        chain.Phase("two", "echo", lambda: EchoConfig(str(tmp_path / "two"), 1))]
+    chain.Chain(tmp_path).run(phases(1))
+    with pytest.raises(RunMismatch, match=r"phase one changed \(value: was 1, now 2\) after two"):
+        chain.Chain(tmp_path).run(phases(2))
+    chain.Chain(tmp_path).run(phases(1))                           # unchanged: fine
+
+
+@pytest.mark.parametrize("tree, key", [
+    ({"cot_band": [0.4, 0.7]}, "cot_band"),
+    ({"chain_of_thought": True, "label": {"judging": {"jury_rule": "mean_prob", "tie_margin": 0.15}}},
+     "label.judging.tie_margin"),
+])
+def test_band_checks_name_the_key(tmp_path, tree, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        cai(tmp_path, **tree)
