@@ -135,6 +135,8 @@ def run_rft(cfg: RFTConfig) -> dict:
         run = RFTRun(job)
         history = list(job.state.get("history", []))
         version, step = job.state.finished, job.state.get("sft_step", 0)
+        job.metrics.rewind(version, ("iteration",))          # an iteration cut short is done (and recorded) again
+        job.metrics.rewind(step, ("sft",))
         if version:
             run.policy.load_checkpoint(job.out / "checkpoints", f"iter{version}")
             run.sync(version)

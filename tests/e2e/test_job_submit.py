@@ -248,7 +248,7 @@ def test_an_rft_job_stops_naming_a_lost_trainer_node_then_resumes_when_resubmitt
     log = submit(local_cluster, base + " train.num_cpus=1")            # resubmitted: resumes
     report = json.loads((out / "report.json").read_text())
     assert [r["iteration"] for r in report["iterations"]] == [1, 2, 3]
-    iterations = [e["iteration"] for e in metrics(out) if e["event"] == "iteration"]
+    iterations = [e["step"] for e in metrics(out) if e["event"] == "iteration"]
     assert iterations == [1, 2, 3]                                    # every iteration recorded once
     starts = [e for e in metrics(out) if e["event"] == "start"]
     assert [s["resumed_after_iteration"] for s in starts] == [0, at_kill]

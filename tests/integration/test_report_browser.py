@@ -72,9 +72,9 @@ def open_report(browser, path, screenshot=None) -> tuple[list[dict], list[str], 
     page.goto(path.resolve().as_uri(), wait_until="load")
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     try:
-        page.wait_for_function(ALL_DRAWN, timeout=15_000)
+        page.wait_for_function(ALL_DRAWN, timeout=60_000)
     except PlaywrightTimeout:
-        pytest.fail(f"{path}: not every plot was drawn in 15 s; errors: {errors}")
+        pytest.fail(f"{path}: not every plot was drawn in 60 s; errors: {errors}")
     plots = page.evaluate(READ_PLOTS)
     if screenshot is not None:
         page.screenshot(path=str(screenshot), full_page=True)
