@@ -173,9 +173,10 @@ def job_id_of(log: str) -> str:
 
 
 def job_status(ports, job_id: str) -> str:
-    out = ray_cli(ports, "job", "status", job_id).stdout
-    found = re.search(r"Status for job '\w+': (\w+)", out)
-    return found.group(1) if found else "UNKNOWN"
+    out = re.sub(r"\x1b\[[0-9;]*m", "", ray_cli(ports, "job", "status", job_id).stdout)     # no colour codes
+    found = re.search(r"Status for job '\w+': (PENDING|RUNNING|STOPPED|SUCCEEDED|FAILED)", out) or \
+        re.search(r"Job '\w+' (succeeded|failed|was stopped|stopped)", out)          # how it reports an ended job
+    return {"was stopped": "STOPPED"}.get(found.group(1), found.group(1).upper()) if found else "UNKNOWN"
 
 
 def metrics(out) -> list[dict]:
@@ -277,8 +278,9 @@ def test_ray_job_stop_leaves_no_actor_and_no_engine_behind(local_cluster, workdi
     assert job_status(local_cluster, job) == "STOPPED"
 
     def nothing_left() -> bool:
-        actors = json.loads(ray_cli(local_cluster, "list", "actors", "--format", "json", "--filter", "state=ALIVE",
-                                    "--limit", "1000").stdout or "[]")
+        listed = ray_cli(local_cluster, "list", "actors", "--format", "json", "--filter", "state=ALIVE",
+                         "--limit", "1000").stdout.strip()
+        actors = [] if listed.startswith("No resource") else json.loads(listed)    # what it prints for none
         return not actors and not engine_processes(local_cluster)
     wait_for(nothing_left, "every actor and engine gone", 60)
     assert not engine_processes(local_cluster)
