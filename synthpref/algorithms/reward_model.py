@@ -138,6 +138,7 @@ def run_train_rm(cfg: TrainRMConfig) -> dict:
                  "mean_target": sum(p.target for p in train) / len(train)})
         steps_per_epoch = -(-len(train) // batch_size)
         step = done * steps_per_epoch
+        job.metrics.rewind(step, ("train", "eval"))          # an epoch cut short is done (and recorded) again
         for epoch in range(done + 1, cfg.train.epochs + 1):
             bar = progress(steps_per_epoch, f"reward model epoch {epoch}/{cfg.train.epochs}", "step", cfg.progress)
             for batch in pair_batches(train, batch_size, cfg.seed + epoch, pad, cfg.soft_labels):
