@@ -33,16 +33,6 @@ ACTOR_LOST = (RayActorError, ActorUnavailableError)
 UNHEALTHY_AFTER = 3            # consecutive failed chunks before an idle replica is restarted
 
 
-def node_is_dead(node_id: str | None) -> bool | None:
-    """Whether Ray reports the node dead (a replica lost with its node), None when it cannot tell."""
-    if not node_id:
-        return None
-    try:
-        return any(n["NodeID"] == node_id and not n["Alive"] for n in ray.nodes())
-    except Exception:  # the GCS is unreachable: cannot tell
-        return None
-
-
 class PoolError(ResourceError):
     """The pool cannot go on: a replica cannot start, or replacements are used up."""
 
@@ -64,6 +54,7 @@ class Replica:
     failures: int = 0
     idle_since: float = field(default_factory=time.monotonic)
     info: dict = field(default_factory=dict)
+    initial: bool = False                          # one of the replicas the pool starts with
 
 
 @dataclass
@@ -124,7 +115,7 @@ class ReplicaPool:
         self.replacements_left = cfg.max_replacements
         try:
             for _ in range(cfg.replicas):
-                self._start()
+                self._start().initial = True
             self.wait_started()
         except BaseException:          # a replica that cannot start (or Ctrl-C): stop the ones that did
             self.shutdown()
@@ -167,10 +158,21 @@ class ReplicaPool:
                      "node_id": replica.info.get("node_id"), "seconds": round(time.monotonic() - replica.started_at, 2)})
 
     def _check_start_timeouts(self) -> None:
+        """A replica that did not start in time fails the pool, unless it is a replacement or a scale-up
+        while other replicas work (after a node loss the cluster may have no room): then it is given up and
+        the pool goes on with the replicas it has."""
         now = time.monotonic()
         for ref, replica in list(self.starting.items()):
             if now - replica.started_at > self.cfg.start_timeout_s:
                 missing = missing_resources(replica.spawned.demand)
+                if not replica.initial and any(r.ready for r in self.replicas.values()):
+                    self.starting.pop(ref, None)
+                    self._stop(replica)
+                    self.events({"event": "replica_unplaced", "pool": self.name, "slot": replica.slot,
+                                 "reason": f"not started within {self.cfg.start_timeout_s:g}s: {missing}"[:500]})
+                    log.warning("pool %s: replica %d not placed (%s); going on with %d replicas", self.name,
+                                replica.slot, missing, len(self.replicas))
+                    continue
                 self.shutdown()
                 raise PoolError(f"pool {self.name}: replica {replica.slot} did not start within "
                                 f"{self.cfg.start_timeout_s:g}s (pool.start_timeout_s); each replica needs "
@@ -192,8 +194,7 @@ class ReplicaPool:
         self.stats["lost"] += 1
         self._stop(replica)
         self.events({"event": "replica_lost", "pool": self.name, "slot": replica.slot, "pid": replica.info.get("pid"),
-                     "node_id": replica.info.get("node_id"), "node_lost": node_is_dead(replica.info.get("node_id")),
-                     "reason": reason[:500]})
+                     "node_id": replica.info.get("node_id"), "reason": reason[:500]})
         log.warning("pool %s: replica %d lost (%s); replacing it", self.name, replica.slot, reason[:200])
         if self.replacements_left <= 0:
             raise PoolError(f"pool {self.name}: replica {replica.slot} lost ({reason[:300]}) and "
@@ -275,7 +276,18 @@ class ReplicaPool:
             "queued_chunks": queued_chunks, "inflight_chunks": len(self.inflight), **self.stats}, pool=self.name)
 
     def call_all(self, method: str, *args) -> list:
-        return ray.get([getattr(r.spawned.actor, method).remote(*args) for r in self.replicas.values()])
+        """`method` on every started replica, answers in slot order. A replica found dead (its node lost) is
+        replaced and left out (a replacement loads the latest weights as it starts); one still starting is
+        not waited for."""
+        ready = sorted((r for r in self.replicas.values() if r.ready), key=lambda r: r.slot)
+        refs = [getattr(r.spawned.actor, method).remote(*args) for r in ready]
+        answers = []
+        for replica, ref in zip(ready, refs):
+            try:
+                answers.append(ray.get(ref))
+            except ACTOR_LOST as exc:
+                self._replace(replica, f"lost during {method}: {exc}")
+        return answers
 
     def infos(self) -> list[dict]:
         return [r.info for r in sorted(self.replicas.values(), key=lambda r: r.slot)]

@@ -12,6 +12,8 @@ import time
 
 import ray
 
+from ray.exceptions import ObjectLostError
+
 from synthpref.cluster.pool import ACTOR_LOST, PoolError, missing_resources
 from synthpref.cluster.ray_setup import actor_env
 from synthpref.config import TrainConfig
@@ -104,6 +106,8 @@ class TrainerGroup:
             demand = {k: v * t.world_size for k, v in bundle.items()}
             raise PoolError(f"trainer group {self.role}: {t.world_size} ranks could not be placed within "
                             f"{t.start_timeout_s:g} s: {missing_resources(demand)}")
+        nodes = ray.util.placement_group_table(self.placement).get("bundles_to_node_id", {})
+        self.nodes = [nodes.get(r) for r in range(t.world_size)]          # until the ranks report their own
         cls = ray.remote(num_cpus=t.num_cpus, num_gpus=t.num_gpus)(TrainerActor)
         self.actors = [cls.options(runtime_env=actor_env(), scheduling_strategy=PlacementGroupSchedulingStrategy(
             self.placement, placement_group_bundle_index=r)).remote(r, t.world_size) for r in range(t.world_size)]
@@ -125,27 +129,36 @@ class TrainerGroup:
         return self
 
     def gather(self, refs: list, what: str) -> list:
-        """The answers of one call per rank (refs[r] from rank r), never hanging on a lost rank: the first
-        rank found dead stops the wait at once (the others may be blocked in a collective with it, as at a
-        weight-sync rendezvous), and ranks that do not answer within train.rank_timeout_s are named too."""
+        """The answers of one call per rank (refs[r] from rank r), each fetched once, never hanging on a lost
+        rank: the first rank found dead stops the wait at once (the others may be blocked in a collective
+        with it, as at a weight-sync rendezvous), and ranks that do not answer within train.rank_timeout_s
+        are named too. An error raised inside a rank propagates as it is."""
         rank_of = {ref: r for r, ref in enumerate(refs)}
+        results: list = [None] * len(refs)
         pending, deadline = list(refs), time.monotonic() + self.train_cfg.rank_timeout_s
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, min(5.0, deadline - time.monotonic())))
+            if pending and not done and time.monotonic() >= deadline:
+                done, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
             for ref in done:
-                try:
-                    ray.get(ref)
-                except ACTOR_LOST as exc:
-                    raise RankLost(f"trainer group {self.role}: rank {rank_of[ref]} (node {self._node(rank_of[ref])}) "
-                                   f"was lost during {what}: {str(exc).splitlines()[0][:300]}; the job stops here: "
-                                   f"rerun it to resume from its last checkpoint") from exc
+                results[rank_of[ref]] = self._result(ref, rank_of[ref], what)
             if pending and time.monotonic() >= deadline:
                 ranks = sorted(rank_of[ref] for ref in pending)
                 raise RankLost(f"trainer group {self.role}: ranks {ranks} (nodes "
                                f"{[self._node(r) for r in ranks]}) did not finish {what} within "
                                f"{self.train_cfg.rank_timeout_s:g} s (train.rank_timeout_s); the job stops here: "
                                f"rerun it to resume from its last checkpoint")
-        return ray.get(list(refs))
+        return results
+
+    def _result(self, ref, rank: int, what: str):
+        try:
+            return ray.get(ref)
+        except (*ACTOR_LOST, ObjectLostError) as exc:
+            if getattr(exc, "actor_init_failed", False):      # the rank could not start: not a lost node
+                raise
+            cause = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())[-500:]
+            raise RankLost(f"trainer group {self.role}: rank {rank} (node {self._node(rank)}) was lost during "
+                           f"{what}: {cause}; the job stops here: rerun it to resume from its last checkpoint") from exc
 
     def _node(self, rank: int) -> str:
         return self.nodes[rank] if rank < len(self.nodes) and self.nodes[rank] else "unknown"
@@ -199,7 +212,9 @@ class TrainerGroup:
     def full_state_dict_ref(self) -> ray.ObjectRef:
         """A Ray reference to the full weights (rank 0's gather; every rank takes part in ZeRO-3)."""
         refs = [a.full_state_dict.remote() for a in self.actors]
-        self.gather(refs, "full_state_dict")  # every rank's part of the gather (the others return None)
+        # every rank's part of the gather; rank 0's weights stay in the object store (its ping, queued after
+        # the gather, answers once they are there, or names the rank if it was lost)
+        self.gather([self.actors[0].ping.remote()] + refs[1:], "full_state_dict")
         return refs[0]
 
     def save_pretrained(self, path: str) -> str:

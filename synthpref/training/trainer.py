@@ -260,6 +260,11 @@ class TrainerActor:
         return {**stats, "rows": int(t["response_mask"].shape[0])}
 
     # -- weights and checkpoints ---------------------------------------------------------------
+    def ping(self) -> int:
+        """Answers (this rank's process id) once every call queued before it has run: the driver's way to wait
+        for a call without fetching its result."""
+        return os.getpid()
+
     def full_state_dict(self, device: str | None = "cpu") -> dict | None:
         """Every parameter, full size, on `device` (None: where it lives); on rank 0 only (all ranks must
         call: ZeRO-3 gathers are collective). Gathered one parameter at a time, so no rank holds the

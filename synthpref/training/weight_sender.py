@@ -47,13 +47,27 @@ class NCCLSender:
             raise RuntimeError("nccl weight sync: the sampler pool's replicas changed (a replacement or a scale-up); "
                                "an NCCL group cannot take new members: use weight_transfer: reload, or keep the "
                                "pool fixed (max_replacements: 0)")
-        info = ray.get(self.trainer.actors[0].nccl_update_info.remote())
+        info = self.trainer.gather([self.trainer.actors[0].nccl_update_info.remote()], "nccl_update_info")[0]
         receive = [engine.nccl_receive.remote(info, version) for engine in self.engines]   # first: they block
         send = [actor.nccl_send.remote() for actor in self.trainer.actors]            # all gather, rank 0 sends
-        sent = ray.get(send)[0]
-        versions = ray.get(receive)
+        sent = self.trainer.gather(send, "nccl_send")[0]          # a lost rank stops the sync, naming its node
+        versions = engines_answer(receive, self.trainer.train_cfg.rank_timeout_s)
         return {"version": version, "engines": len(versions), "bytes": sent["bytes"], "engine_versions": versions,
                 "sync_s": time.perf_counter() - start, "engine_load_s": None, "total_s": time.perf_counter() - start}
+
+
+def engines_answer(refs: list, timeout_s: float) -> list:
+    """The engines' answers to an NCCL receive; an engine lost (or silent past `timeout_s`) stops the sync
+    with an error naming it, instead of leaving the trainer ranks blocked at the rendezvous."""
+    from synthpref.cluster.pool import ACTOR_LOST, PoolError
+    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        raise PoolError(f"nccl weight sync: {len(pending)} of {len(refs)} engines did not receive the weights within "
+                        f"{timeout_s:g} s (train.rank_timeout_s)")
+    try:
+        return ray.get(refs)
+    except ACTOR_LOST as exc:
+        raise PoolError(f"nccl weight sync: an engine was lost: {(str(exc).splitlines() or [''])[-1][:300]}") from exc
 
 
 def weight_sender(trainer, sampler, engine_cfg) -> ReloadSender | NCCLSender:

@@ -95,3 +95,27 @@ def test_checkpoint_resume_continues_the_same_curve_and_full_weights_match(ray_s
         assert [resumed.train_sft(batch) for _ in range(2)] == pytest.approx(expected, abs=1e-5)
     finally:
         resumed.shutdown()
+
+
+def test_a_silent_rank_and_a_dead_rank_are_named_instead_of_waited_on(ray_session, tiny_model):
+    """A rank that stops answering (SIGSTOP) ends the wait after train.rank_timeout_s with an error naming it
+    and its node; a rank whose process is killed ends it as soon as Ray reports the death. Never a hang."""
+    import os
+    import signal
+    import time
+
+    from synthpref.training.group import RankLost, TrainerGroup
+    group = TrainerGroup(tiny_model, "policy", world_size=1, rank_timeout_s=6)
+    try:
+        pid = group.call_all("ping")[0]
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(RankLost, match=rf"ranks \[0\] \(nodes \['{group.nodes[0]}'\]\) did not finish ping within 6 s"):
+            group.call_all("ping")
+        assert time.monotonic() - started < 60
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(RankLost, match=rf"rank 0 \(node {group.nodes[0]}\) was lost during ping"):
+            group.call_all("ping")
+    finally:
+        group.shutdown()
