@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.unit.test_spot_check import HUMAN, make_run, shown_verdict
+from tests.spot_check_runs import HUMAN, make_run, shown_verdict
 
 pytestmark = pytest.mark.e2e
 
