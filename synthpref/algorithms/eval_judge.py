@@ -10,9 +10,7 @@ capability-ceiling check of DESIGN.md: a judge's agreement with humans bounds it
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
 
 from synthpref.config import EvalJudgeConfig
 from synthpref.data.pairs import Pair, given_samples
@@ -23,10 +21,11 @@ from synthpref.data.schema import content_id
 from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import no_usable_rows
 from synthpref.judging.preflight import preflight
-from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE
+from synthpref.judging.verdicts import FIRST, SECOND, TIE
 from synthpref.models.precision import describe as describe_dtypes
 from synthpref.monitor import bias
 from synthpref.monitor.metrics import progress
+from synthpref.monitor.agreement import Tally
 from synthpref.runtime.job import JobRuntime
 
 
@@ -52,35 +51,6 @@ def human_pairs(cfg: EvalJudgeConfig) -> tuple[list[Pair], dict[str, str], dict,
         human[pair.pair_id] = FIRST if human_first else SECOND
         conversations[item.prompt_id] = item.messages
     return pairs, human, conversations, quarantined, n_read
-
-
-@dataclass
-class Tally:
-    """Votes against the human choice; they add up: pairs = agree + disagree + ties + failed."""
-    pairs: int = 0
-    agree: int = 0
-    disagree: int = 0
-    ties: int = 0
-    failed: int = 0
-
-    def count(self, winner: str, truth: str) -> None:
-        self.pairs += 1
-        if winner == FAILED:
-            self.failed += 1
-        elif winner == TIE:
-            self.ties += 1
-        elif winner == truth:
-            self.agree += 1
-        else:
-            self.disagree += 1
-
-    def rates(self) -> dict:
-        decided = self.agree + self.disagree
-        counted = decided + self.ties
-        return {**dataclasses.asdict(self), "agreement": self.agree / decided if decided else None,
-                "agreement_ties_half": (self.agree + 0.5 * self.ties) / counted if counted else None,
-                "tie_rate": self.ties / self.pairs if self.pairs else None,
-                "failure_rate": self.failed / self.pairs if self.pairs else None}
 
 
 def run_eval_judge(cfg: EvalJudgeConfig) -> dict:

@@ -23,7 +23,7 @@ file belongs to another run.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -31,7 +31,8 @@ from synthpref.data.quarantine import by_reason, write_quarantine
 from synthpref.data.readers import Quarantined
 from synthpref.data.shards import atomic_write_bytes
 from synthpref.errors import MissingInput, NoUsableRows, UserError
-from synthpref.judging.verdicts import FAILED, FIRST, SECOND, TIE
+from synthpref.judging.verdicts import FIRST, SECOND, TIE
+from synthpref.monitor.agreement import Tally
 from synthpref.monitor.spot_check_run import LabelRun, load_run
 
 JURY_RULES = ("majority", "mean_prob", "weighted")
@@ -70,40 +71,6 @@ class Review:
     rule: str                    # the selection rule that queued the pair
     reviewer: str | None
     where: str
-
-
-@dataclass
-class Tally:
-    """Machine verdicts against human ones (human ties apart): pairs = agree + disagree + ties + failed."""
-    pairs: int = 0
-    agree: int = 0
-    disagree: int = 0
-    ties: int = 0
-    failed: int = 0
-    human_ties: int = 0
-
-    def count(self, machine: str, human: str) -> None:
-        if human == TIE:
-            self.human_ties += 1
-            return
-        self.pairs += 1
-        if machine == FAILED:
-            self.failed += 1
-        elif machine == TIE:
-            self.ties += 1
-        elif machine == human:
-            self.agree += 1
-        else:
-            self.disagree += 1
-
-    @property
-    def decided(self) -> int:
-        return self.agree + self.disagree
-
-    def rates(self) -> dict:
-        counted = self.decided + self.ties
-        return {**asdict(self), "agreement": self.agree / self.decided if self.decided else None,
-                "agreement_ties_half": (self.agree + 0.5 * self.ties) / counted if counted else None}
 
 
 def normal_verdict(value) -> str | None:
