@@ -14,6 +14,8 @@
 #   live under RAY_TEMP_DIR (/tmp/synthpref-ray-$RAY_PORT; worker i under RAY_TEMP_DIR-wi). `start` returns
 #   once the job API answers;
 #   `stop` ends this cluster's processes only, found by that folder, so another Ray on the machine lives on.
+# - A job whose output_dir is a URI (file://, s3://, ...) keeps each node's local copy under
+#   SYNTHPREF_STAGING_DIR (RAY_TEMP_DIR-staging), head/ and wI/, as if each node had its own disk.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export RAY_AUTH_MODE=token
@@ -25,18 +27,20 @@ CLIENT_PORT=${RAY_CLIENT_PORT:-10001}
 TEMP_DIR=${RAY_TEMP_DIR:-/tmp/synthpref-ray-$PORT}
 AGENT_PORT=${RAY_AGENT_PORT:-52365}
 WORKER_AGENT_PORT=${RAY_WORKER_AGENT_PORT:-52366}
+# each node's local copy of runs whose output_dir is a URI (runtime/mirror.py), apart as on separate disks
+STAGING=${SYNTHPREF_STAGING_DIR:-$TEMP_DIR-staging}
 HEAD_CPUS=${RAY_HEAD_CPUS:-2}             # 0 keeps actors off the head, so they spread over the workers
 WORKER_CPUS=${RAY_WORKER_CPUS:-1}
 WORKERS=${RAY_WORKERS:-1}
 case "${1:-start}" in
   start)
-    ray start --head --port="$PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+    SYNTHPREF_STAGING_DIR="$STAGING/head" ray start --head --port="$PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
       --ray-client-server-port="$CLIENT_PORT" --dashboard-agent-listen-port="$AGENT_PORT" \
       --num-cpus="$HEAD_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats
     for i in $(seq 0 $((WORKERS - 1))); do
       # each node its own temp dir, as on separate machines: nodes sharing one would unpack a job's working
       # dir into the same folder, one deleting files another node's processes are importing
-      ray start --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" --resources="{\"worker_node_$i\": 1}" \
+      SYNTHPREF_STAGING_DIR="$STAGING/w$i" ray start --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" --resources="{\"worker_node_$i\": 1}" \
         --dashboard-agent-listen-port="$((WORKER_AGENT_PORT + i))" --temp-dir="$TEMP_DIR-w$i" --disable-usage-stats
     done
     for _ in $(seq 60); do          # the job API answers once the head's dashboard agent is up

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -31,7 +32,11 @@ def config_command(sub, name: str, cls: type, config_help: str, **texts) -> argp
 
 
 def load(cls: type, args) -> object:
-    return load_config(cls, args.config, list(args.overrides) + (["verbose=true"] if args.verbose else []))
+    """The job's config; an `output_dir` URI is staged locally for the rest of the command (runtime/mirror.py)."""
+    from synthpref.runtime.mirror import staged_output
+    cfg = load_config(cls, args.config, list(args.overrides) + (["verbose=true"] if args.verbose else []))
+    args.stages.enter_context(staged_output(cfg))
+    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,57 +187,60 @@ def print_summary(summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "label":
-            print_summary(cmd_label(args))
-        elif args.command == "eval-judge":
-            from synthpref.algorithms.eval_judge import format_table, run_eval_judge
-            report = run_eval_judge(load(EvalJudgeConfig, args))
-            say(format_table(report))
-            say(f"figures (JSON): {report['output_dir']}/report.json")
-        elif args.command == "train-rm":
-            from synthpref.algorithms.reward_model import run_train_rm, summary_lines
-            report = run_train_rm(load(TrainRMConfig, args))
-            say("\n".join(summary_lines(report)))
-        elif args.command == "rft":
-            from synthpref.algorithms.rft import run_rft, summary_lines
-            report = run_rft(load(RFTConfig, args))
-            say("\n".join(summary_lines(report)))
-        elif args.command == "ppo":
-            from synthpref.algorithms.ppo import run_ppo
-            from synthpref.algorithms.ppo_report import summary_lines
-            report = run_ppo(load(PPOConfig, args))
-            say("\n".join(summary_lines(report)))
-        elif args.command == "dpo":
-            from synthpref.algorithms.dpo import run_dpo, summary_lines
-            report = run_dpo(load(DPOConfig, args))
-            say("\n".join(summary_lines(report)))
-        elif args.command == "self-reward":
-            from synthpref.algorithms.self_reward import run_self_reward, summary_lines
-            report = run_self_reward(load(SelfRewardConfig, args))
-            say("\n".join(summary_lines(report)))
-        elif args.command == "cai":
-            from synthpref.algorithms.cai import run_cai, summary_lines
-            report = run_cai(load(CAIConfig, args))
-            say("\n".join(summary_lines(report)))
-        elif args.command == "demo":
-            print_summary(cmd_demo(args.output_dir, args.overrides, args.verbose))
-        elif args.command == "tiny-model":
-            from synthpref.models.tiny import build_tiny_model
-            path = build_tiny_model(args.out, seed=args.seed, hidden_size=args.hidden_size,
-                                    num_layers=args.layers, num_heads=args.heads, reward=args.reward)
-            print(f"tiny model written to {path}")
-        elif args.command == "report":
-            from synthpref.monitor.report import write_report
-            say(f"report: {write_report(args.run)}")
-        elif args.command == "spot-check":
-            from synthpref.monitor import spot_check_cli
-            say("\n".join(spot_check_cli.run(args)))
+        with contextlib.ExitStack() as args.stages:
+            return run_command(args)
     except UserError as exc:        # bad input or config: one line naming what to fix (errors.py)
         print(f"synthpref: error: {one_line(cause_of(exc))}", file=err(), flush=True)
         return EXIT_USER
     except ResourceError as exc:    # the cluster cannot host a pool or a trainer group
         print(f"synthpref: error: {one_line(cause_of(exc))}", file=err(), flush=True)
         return EXIT_RESOURCES
+
+
+# jobs that return a report and print its summary lines: (config, "module:runner", "module:summary_lines")
+REPORTING_JOBS = {
+    "train-rm": (TrainRMConfig, "reward_model:run_train_rm", "reward_model:summary_lines"),
+    "rft": (RFTConfig, "rft:run_rft", "rft:summary_lines"),
+    "ppo": (PPOConfig, "ppo:run_ppo", "ppo_report:summary_lines"),
+    "dpo": (DPOConfig, "dpo:run_dpo", "dpo:summary_lines"),
+    "self-reward": (SelfRewardConfig, "self_reward:run_self_reward", "self_reward:summary_lines"),
+    "cai": (CAIConfig, "cai:run_cai", "cai:summary_lines"),
+}
+
+
+def _function(name: str):
+    """synthpref.algorithms.MODULE's FUNCTION for "MODULE:FUNCTION", imported when a job needs it."""
+    import importlib
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(f"synthpref.algorithms.{module}"), function)
+
+
+def run_command(args) -> int:
+    """The command `args` names (main() handles its errors)."""
+    if args.command == "label":
+        print_summary(cmd_label(args))
+    elif args.command == "eval-judge":
+        from synthpref.algorithms.eval_judge import format_table, run_eval_judge
+        report = run_eval_judge(load(EvalJudgeConfig, args))
+        say(format_table(report))
+        say(f"figures (JSON): {report['output_dir']}/report.json")
+    elif args.command in REPORTING_JOBS:
+        cls, runner, lines = REPORTING_JOBS[args.command]
+        report = _function(runner)(load(cls, args))
+        say("\n".join(_function(lines)(report)))
+    elif args.command == "demo":
+        print_summary(cmd_demo(args.output_dir, args.overrides, args.verbose))
+    elif args.command == "tiny-model":
+        from synthpref.models.tiny import build_tiny_model
+        path = build_tiny_model(args.out, seed=args.seed, hidden_size=args.hidden_size,
+                                num_layers=args.layers, num_heads=args.heads, reward=args.reward)
+        print(f"tiny model written to {path}")
+    elif args.command == "report":
+        from synthpref.monitor.report import write_report
+        say(f"report: {write_report(args.run)}")
+    elif args.command == "spot-check":
+        from synthpref.monitor import spot_check_cli
+        say("\n".join(spot_check_cli.run(args)))
     return 0
 
 

@@ -58,7 +58,7 @@ class CAISLConfig:
 class CAIConfig:
     """`synthpref cai`: the SL phase, then RL from AI feedback: principle-conditioned labels, a reward model on
     their soft labels, PPO against it."""
-    output_dir: str = field(default="runs/cai", metadata={"help": "sl/, labels/, rm/ and ppo/ (one run folder per phase), report.json, metrics.jsonl"})
+    output_dir: str = field(default="runs/cai", metadata={"help": "sl/, labels/, rm/ and ppo/ (one run folder per phase), report.json, metrics.jsonl; a folder, or a URI that pyarrow or fsspec knows (file://, s3://, gs://, ...: docs/cluster.md)"})
     seed: int = field(default=0, metadata={"help": "base seed of the SL phase (answers, principle draws, batch order)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     verbose: bool = field(default=False, metadata={"help": "show engine, DeepSpeed, transformers and Ray worker output in the terminal (quiet runs write it to OUTPUT/*/logs/ instead)"})

@@ -34,7 +34,7 @@ class DPOLossConfig:
 @dataclass
 class DPOConfig:
     """`synthpref dpo`: offline DPO or IPO on a preference table."""
-    output_dir: str = field(default="runs/dpo", metadata={"help": "policy/ (HF format, LoRA merged), reference_logprobs.parquet, checkpoints/, report.json, metrics.jsonl, tensorboard/"})
+    output_dir: str = field(default="runs/dpo", metadata={"help": "policy/ (HF format, LoRA merged), reference_logprobs.parquet, checkpoints/, report.json, metrics.jsonl, tensorboard/; a folder, or a URI that pyarrow or fsspec knows (file://, s3://, gs://, ...: docs/cluster.md)"})
     model: str = field(default="", metadata={"help": "the policy to start from (HF name or path), usually an SFT model"})
     reference: str = field(default="", metadata={"help": "the frozen reference (\"\" = model); its log-probs are computed once, before training"})
     seed: int = field(default=0, metadata={"help": "seed of the held-out split and the batch order"})

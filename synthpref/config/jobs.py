@@ -14,7 +14,7 @@ from synthpref.config.sections import (DataConfig, HumanEvalConfig, JudgingConfi
 
 @dataclass
 class LabelConfig:
-    output_dir: str = field(default="runs/label", metadata={"help": 'where preferences/, judgments/, samples/ and the reports go'})
+    output_dir: str = field(default="runs/label", metadata={"help": 'where preferences/, judgments/, samples/ and the reports go; a folder, or a URI that pyarrow or fsspec knows (file://, s3://, gs://, ...: docs/cluster.md)'})
     seed: int = field(default=0, metadata={"help": "base seed: every completion's seed derives from it and the prompt"})
     progress: bool = field(default=True, metadata={"help": 'show progress bars'})
     verbose: bool = field(default=False, metadata={"help": "show engine, DeepSpeed, transformers and Ray worker output in the terminal (quiet runs write it to OUTPUT/logs/ instead)"})
@@ -34,7 +34,7 @@ class LabelConfig:
 @dataclass
 class EvalJudgeConfig:
     """`synthpref eval-judge`: a judge's or a jury's agreement with human preference labels."""
-    output_dir: str = field(default="runs/eval-judge", metadata={"help": "report.json, metrics.jsonl and logs/ go here"})
+    output_dir: str = field(default="runs/eval-judge", metadata={"help": "report.json, metrics.jsonl and logs/ go here; a folder, or a URI that pyarrow or fsspec knows (file://, s3://, gs://, ...: docs/cluster.md)"})
     progress: bool = field(default=True, metadata={"help": 'show progress bars'})
     verbose: bool = field(default=False, metadata={"help": "show engine, DeepSpeed, transformers and Ray worker output in the terminal (quiet runs write it to OUTPUT/logs/ instead)"})
     chunk_pairs: int = field(default=64, metadata={"help": 'pairs judged per round (progress and memory)'})
@@ -53,7 +53,7 @@ class EvalJudgeConfig:
 @dataclass
 class TrainRMConfig:
     """`synthpref train-rm`: a Bradley-Terry reward model from a preference table."""
-    output_dir: str = field(default="runs/reward-model", metadata={"help": "model/ (Hugging Face format), report.json, metrics.jsonl, tensorboard/, checkpoints/"})
+    output_dir: str = field(default="runs/reward-model", metadata={"help": "model/ (Hugging Face format), report.json, metrics.jsonl, tensorboard/, checkpoints/; a folder, or a URI that pyarrow or fsspec knows (file://, s3://, gs://, ...: docs/cluster.md)"})
     model: str = field(default="", metadata={"help": "base model (HF name or path): a causal LM gets a new one-logit score head"})
     seed: int = field(default=0, metadata={"help": "seed of the score head, the held-out split and the batch order"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
@@ -78,7 +78,7 @@ class TrainRMConfig:
 @dataclass
 class RFTConfig:
     """`synthpref rft`: iterative rejection-sampling fine-tuning."""
-    output_dir: str = field(default="runs/rft", metadata={"help": "iterations/NNNN/ tables, checkpoints/, policy/ (final, HF format), metrics.jsonl, tensorboard/"})
+    output_dir: str = field(default="runs/rft", metadata={"help": "iterations/NNNN/ tables, checkpoints/, policy/ (final, HF format), metrics.jsonl, tensorboard/; a folder, or a URI that pyarrow or fsspec knows (file://, s3://, gs://, ...: docs/cluster.md)"})
     seed: int = field(default=0, metadata={"help": "base seed of sampling and batch order (iteration i derives its own)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     verbose: bool = field(default=False, metadata={"help": "show engine, DeepSpeed, transformers and Ray worker output in the terminal (quiet runs write it to OUTPUT/logs/ instead)"})

@@ -60,7 +60,7 @@ class MonitorConfig:
 @dataclass
 class PPOConfig:
     """`synthpref ppo`: RL from AI feedback with a KL penalty to the starting (SFT) policy."""
-    output_dir: str = field(default="runs/ppo", metadata={"help": "steps/NNNNNN/ tables, checkpoints/, policy/ and best_policy/ (HF format), report.json, metrics.jsonl, tensorboard/"})
+    output_dir: str = field(default="runs/ppo", metadata={"help": "steps/NNNNNN/ tables, checkpoints/, policy/ and best_policy/ (HF format), report.json, metrics.jsonl, tensorboard/; a folder, or a URI that pyarrow or fsspec knows (file://, s3://, gs://, ...: docs/cluster.md)"})
     seed: int = field(default=0, metadata={"help": "base seed of sampling, mini-batch order and new value heads"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     verbose: bool = field(default=False, metadata={"help": "show engine, DeepSpeed, transformers and Ray worker output in the terminal (quiet runs write it to OUTPUT/logs/ instead)"})

@@ -80,7 +80,7 @@ class SeedSFTConfig:
 @dataclass
 class SelfRewardConfig:
     """`synthpref self-reward`: the policy samples, judges itself, and learns by DPO from its best-vs-worst pairs."""
-    output_dir: str = field(default="runs/self-reward", metadata={"help": "iterations/NNNN/ tables, checkpoints/, policy/ (final, HF format), report.json, metrics.jsonl, tensorboard/"})
+    output_dir: str = field(default="runs/self-reward", metadata={"help": "iterations/NNNN/ tables, checkpoints/, policy/ (final, HF format), report.json, metrics.jsonl, tensorboard/; a folder, or a URI that pyarrow or fsspec knows (file://, s3://, gs://, ...: docs/cluster.md)"})
     seed: int = field(default=0, metadata={"help": "base seed of sampling, judging and batch order (iteration t derives its own)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     verbose: bool = field(default=False, metadata={"help": "show engine, DeepSpeed, transformers and Ray worker output in the terminal (quiet runs write it to OUTPUT/logs/ instead)"})

@@ -18,6 +18,7 @@ from synthpref.cluster.pool import ACTOR_LOST, PoolError, missing_resources
 from synthpref.cluster.ray_setup import actor_env
 from synthpref.config import TrainConfig
 from synthpref.models.loading import for_workers
+from synthpref.runtime.mirror import active as active_mirror
 from synthpref.training.trainer import TrainerActor
 
 
@@ -218,13 +219,47 @@ class TrainerGroup:
         return refs[0]
 
     def save_pretrained(self, path: str) -> str:
-        return self.call_all("save_pretrained", os.path.abspath(path))[0]
+        self.call_all("save_pretrained", self._where(path))
+        self._copy_out(path)
+        return os.path.abspath(path)
 
     def save_checkpoint(self, path: str, tag: str) -> None:
-        self.call_all("save_checkpoint", os.path.abspath(path), tag)
+        self.call_all("save_checkpoint", self._where(path), tag)
+        self._copy_out(os.path.join(path, tag))
 
     def load_checkpoint(self, path: str, tag: str) -> None:
-        self.call_all("load_checkpoint", os.path.abspath(path), tag)
+        self._copy_in(os.path.join(path, tag))
+        self.call_all("load_checkpoint", self._where(path), tag)
+
+    # -- the run folder where output_dir is a URI (runtime/mirror.py) ----------------------------------
+    # Ranks on nodes that do not see the driver's staging folder write on their own disks: after a save one
+    # rank per node copies what its node wrote to the URI and the driver fetches it; before a load one rank
+    # per node brings the checkpoint from the URI. Elsewhere these do nothing.
+    def _where(self, path: str):
+        mirror = active_mirror()
+        return (mirror.run_path(path) if mirror else None) or os.path.abspath(path)
+
+    def _node_leaders(self) -> list[int]:
+        first: dict = {}
+        for rank, node in enumerate(self.nodes):
+            first.setdefault(node, rank)
+        return sorted(first.values())
+
+    def _copy_out(self, path: str) -> None:
+        mirror = active_mirror()
+        where = mirror.run_path(path) if mirror else None
+        if where is not None:
+            copied = self.gather([self.actors[r].upload_run_files.remote(where) for r in self._node_leaders()],
+                                 "upload_run_files")
+            if any(copied):
+                mirror.fetch(path)
+
+    def _copy_in(self, path: str) -> None:
+        mirror = active_mirror()
+        where = mirror.run_path(path) if mirror else None
+        if where is not None:
+            self.gather([self.actors[r].download_run_files.remote(where) for r in self._node_leaders()],
+                        "download_run_files")
 
     def shutdown(self) -> None:
         for actor in self.actors:

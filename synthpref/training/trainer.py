@@ -16,6 +16,7 @@ from typing import Any
 import ray
 
 from synthpref.errors import MissingInput
+from synthpref.runtime.mirror import download_to_node, local_path, upload_from_node
 from synthpref.training.forward import response_token_logprobs
 from synthpref.training.losses import IGNORE, bradley_terry_loss, dpo_loss, sft_loss
 
@@ -285,27 +286,36 @@ class TrainerActor:
             out = merged_state_dict(out, self.lora_scaling)
         return out
 
-    def save_pretrained(self, path: str) -> str | None:
+    def save_pretrained(self, path) -> str | None:
         """Hugging Face format (config, safetensors, tokenizer) written by rank 0."""
         state = self.full_state_dict()
         if self.rank == 0:
+            path = local_path(path)
             from synthpref.training.lora import base_model
             base_model(self.engine.module).save_pretrained(path, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(path)
             return path
         return None
 
-    def save_checkpoint(self, path: str, tag: str) -> bool:
+    def save_checkpoint(self, path, tag: str) -> bool:
         """Model and optimizer state of every rank (DeepSpeed's format), for resuming a run."""
-        self.engine.save_checkpoint(path, tag=tag)
+        self.engine.save_checkpoint(local_path(path), tag=tag)
         return True
 
-    def load_checkpoint(self, path: str, tag: str) -> bool:
+    def load_checkpoint(self, path, tag: str) -> bool:
+        path = local_path(path)
         load_path, _ = self.engine.load_checkpoint(path, tag=tag, load_optimizer_states=self.role != "reference")
         if load_path is None:
             raise MissingInput(f"no DeepSpeed checkpoint {tag!r} under {path}: the output folder lost files of its run; "
                                f"use a new output_dir, or restore them")
         return True
+
+    def upload_run_files(self, path) -> int:
+        """This node's files under `path` (a RunPath) to the run's URI; see TrainerGroup._copy_out."""
+        return upload_from_node(path)
+
+    def download_run_files(self, path) -> int:
+        return download_to_node(path)
 
     # -- NCCL weight transfer to vLLM engines (GPU clusters; untested here: needs CUDA) ---------------
     def nccl_open(self, host: str, port: int, world_size: int) -> bool:

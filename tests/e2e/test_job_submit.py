@@ -3,6 +3,7 @@ way (cluster/local_multinode.sh); it once failed: the driver passed a runtime en
 job's, and `python` in the job was the system interpreter. Then, on the same cluster, worker nodes added for
 a test and killed (node loss in a label job and in an rft job), and `ray job stop` of a running job."""
 import json
+from pathlib import Path
 import os
 import re
 import shutil
@@ -51,7 +52,7 @@ def local_cluster(tmp_path_factory):
                                             "RAY_WORKER_AGENT_PORT")}
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({k: str(v) for k, v in ports.items()}, RAY_TEMP_DIR=f"/tmp/sp-ray-{ports['RAY_PORT']}",
-               RAY_HEAD_CPUS="0", RAY_WORKERS="2", RAY_WORKER_CPUS="1")
+               RAY_HEAD_CPUS="0", RAY_WORKERS="2", RAY_WORKER_CPUS="1", SYNTHPREF_SYNC_INTERVAL_S="1")
     script = str(REPO / "cluster" / "local_multinode.sh")
     start = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=180)
     try:
@@ -60,7 +61,8 @@ def local_cluster(tmp_path_factory):
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=120)
         left = [p.pid for p in stop_local.cluster_processes(env["RAY_TEMP_DIR"], str(ports["RAY_PORT"])) if alive(p)]
-        for folder in [env["RAY_TEMP_DIR"], *(f"{env['RAY_TEMP_DIR']}-w{i}" for i in range(4))]:   # 2, 3: added
+        for folder in [env["RAY_TEMP_DIR"], f"{env['RAY_TEMP_DIR']}-staging",
+                       *(f"{env['RAY_TEMP_DIR']}-w{i}" for i in range(4))]:   # 2, 3: added
             shutil.rmtree(folder, ignore_errors=True)
         assert not left, f"processes of the stopped cluster still alive: {left}"
 
@@ -125,7 +127,8 @@ def ray_cli(ports, *args: str, timeout: float = 120) -> subprocess.CompletedProc
 def start_extra_node(ports, index: int, cpus: int) -> str:
     """One more worker node (temp dir TEMP_DIR-w{index}, resource extra_node_{index}); returns its node id."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", PATH=f"{REPO / '.venv' / 'bin'}:{env['PATH']}")
+    env.update(RAY_AUTH_MODE="token", PATH=f"{REPO / '.venv' / 'bin'}:{env['PATH']}",
+               SYNTHPREF_STAGING_DIR=f"{temp_dir(ports)}-staging/w{index}")        # its own "disk"
     start = subprocess.run(["ray", "start", f"--address=127.0.0.1:{ports['RAY_PORT']}", f"--num-cpus={cpus}",
                             f"--resources={json.dumps({f'extra_node_{index}': 1})}",
                             f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp_dir(ports)}-w{index}",
@@ -232,17 +235,23 @@ def test_an_rft_job_stops_naming_a_lost_trainer_node_then_resumes_when_resubmitt
     """The trainer rank needs 2 CPUs, which only an added node has; that node is killed after iteration 1's
     checkpoint. The job stops within train.rank_timeout_s with an error naming the rank's node (no hang);
     resubmitted with 1-CPU ranks (a placement key: the same run), it resumes after iteration 1 and records
-    every iteration once."""
+    every iteration once.
+    Its output_dir is a URI (a file:// one, another folder than any node's): every node keeps its own local
+    copy (SYNTHPREF_STAGING_DIR, one per node), so the checkpoint the lost node wrote reaches the resumed
+    rank, on another node, only through the URI."""
     extra = start_extra_node(local_cluster, 3, cpus=2)
-    out = workdir / "runs" / "rft-node-loss"
+    out = workdir / "bucket" / "rft-node-loss"
     base = SUBMIT.replace('"$PWD"', str(workdir)).replace(
-        "label --config configs/ci-tiny.yaml", "rft --config configs/train/rft-demo.yaml output_dir=runs/rft-node-loss "
+        "label --config configs/ci-tiny.yaml", f"rft --config configs/train/rft-demo.yaml output_dir=file://{out} "
         "iterations=3 prompts_per_iteration=4 policy.samples_per_prompt=2 policy.max_tokens=16 kl_prompts=0 "
         "train.rank_timeout_s=240")
     job = job_id_of(submit_no_wait(local_cluster, base.replace("ray job submit", "ray job submit --no-wait")
                                    + " train.num_cpus=2"))
-    wait_for(lambda: finished_units(out) >= 1, "iteration 1", 300)
-    assert next(e for e in metrics(out) if e["event"] == "start")["trainer_nodes"] == [extra]
+    staging = Path(f"{temp_dir(local_cluster)}-staging")
+
+    def driver_copy() -> Path:                # the driver's staging folder (iterations take well under 1 s)
+        return next((p for p in (staging / "head").glob("rft-node-loss-*") if p.is_dir()), staging / "none")
+    wait_for(lambda: finished_units(driver_copy()) >= 1, "iteration 1", 300)
     kill_node(local_cluster, 3)
     killed = time.time()
     wait_for(lambda: job_status(local_cluster, job) in ("SUCCEEDED", "FAILED", "STOPPED"), "the job's end", 300)
@@ -250,8 +259,9 @@ def test_an_rft_job_stops_naming_a_lost_trainer_node_then_resumes_when_resubmitt
     assert job_status(local_cluster, job) == "FAILED"
     logs = ray_cli(local_cluster, "job", "logs", job).stdout
     assert f"trainer group policy: rank 0 (node {extra}) was lost" in logs, logs[-3000:]
-    at_kill = finished_units(out)
-    assert 1 <= at_kill < 3
+    assert next(e for e in metrics(out) if e["event"] == "start")["trainer_nodes"] == [extra]
+    at_kill = finished_units(out)                 # the failed job's last pass brought the URI up to date
+    assert 1 <= at_kill < 3 and at_kill == finished_units(driver_copy())
     log = submit(local_cluster, base + " train.num_cpus=1")            # resubmitted: resumes
     report = json.loads((out / "report.json").read_text())
     assert [r["iteration"] for r in report["iterations"]] == [1, 2, 3]
@@ -267,7 +277,12 @@ def test_an_rft_job_stops_naming_a_lost_trainer_node_then_resumes_when_resubmitt
     assert samplers and trainers and not samplers & trainers            # the resumed run's weights crossed nodes
     assert report["iterations"][1]["sampled_version"] == ["runs/demo/models/policy@v1"]
     logs = ray_cli(local_cluster, "job", "logs", job_id_of(log)).stdout
-    assert "policy (Hugging Face format): runs/rft-node-loss/policy" in logs
+    assert f"outputs copied to file://{out}" in logs
+    assert (out / "policy" / "config.json").exists() and (out / "policy" / "model.safetensors").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.is_dir()) == ["iter1", "iter2", "iter3"]
+    rank_node = next(f"w{i}" for i in (0, 1) if (staging / f"w{i}").exists())    # the resumed rank's node
+    assert not list((staging / rank_node).rglob("*.safetensors"))       # its copies went to the URI, then away
+    assert list((driver_copy() / "checkpoints" / "iter3").iterdir()), "the driver's copy is whole"
 
 
 def engine_processes(ports) -> list[psutil.Process]:

@@ -41,3 +41,9 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(cli, "cmd_label", failing(FileNotFoundError("a file our code expected")))
     with pytest.raises(FileNotFoundError):         # only a missing *input* (MissingInput) is the user's
         cli.main(ARGS)
+
+
+def test_an_output_dir_uri_of_an_unknown_filesystem_is_a_user_error(capsys):
+    from tests.conftest import REPO
+    assert cli.main(["label", "--config", str(REPO / "configs" / "ci-tiny.yaml"), "output_dir=nosuchfs://bucket/run"]) == 2
+    assert capsys.readouterr().err.startswith("synthpref: error: output_dir: 'nosuchfs://bucket/run' names a filesystem")

@@ -1,0 +1,164 @@
+"""Filesystems an `output_dir` URI may name, and copying files to and from them.
+
+A URI is opened with pyarrow's filesystems first (`file://`, `s3://`, `gs://`, `hdfs://`, `abfs://`, with
+pyarrow's query options such as `?endpoint_override=...`), then with any fsspec implementation that is
+installed (`memory://`, `gcs://`, `az://`, ...), wrapped as a pyarrow filesystem. Each copied file lands
+whole: on stores where a finished write appears at once (object stores) it is written in place, elsewhere
+beside its name and renamed into place, so a copy cut short never leaves a torn file under its real name.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+
+from synthpref.config.loader import ConfigError
+
+_URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+# stores whose writes become visible whole when the stream is closed (pyarrow's, and fsspec's by protocol)
+_WHOLE_WRITES = ("s3", "gcs", "abfs")
+_FSSPEC_WHOLE_WRITES = ("s3", "gs", "gcs", "az", "abfs", "memory")
+CHUNK = 8 << 20
+
+
+def is_uri(text: str | os.PathLike) -> bool:
+    """True for `scheme://...` (a filesystem URI), false for a plain path."""
+    return bool(_URI.match(str(text)))
+
+
+def open_uri(uri: str, key: str = "output_dir"):
+    """(pyarrow filesystem, path inside it) for `uri`; a scheme neither pyarrow nor fsspec knows is an error
+    naming `key`."""
+    import pyarrow.fs as pafs
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, path.rstrip("/")
+    except (ValueError, OSError) as exc:        # ArrowInvalid is a ValueError
+        first = exc
+    try:
+        import fsspec.core
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"{key}: {uri!r} names a filesystem neither pyarrow nor fsspec knows ({first}; {exc})") from exc
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
+
+
+def staging_root() -> Path:
+    """Where this node keeps local copies of URI outputs: $SYNTHPREF_STAGING_DIR, else
+    ~/.cache/synthpref/staging (a node's local disk)."""
+    return Path(os.environ.get("SYNTHPREF_STAGING_DIR") or Path.home() / ".cache" / "synthpref" / "staging")
+
+
+def staging_dir(uri: str) -> Path:
+    """This node's local folder for `uri`: its last name and a hash of the whole URI."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rstrip("/").rsplit("/", 1)[-1]) or "run"
+    return staging_root() / f"{name}-{hashlib.sha1(uri.rstrip('/').encode()).hexdigest()[:12]}"
+
+
+def is_partial(name: str) -> bool:
+    """A file being written under a temporary name (ours and atomic_write's `.NAME.XXXX.tmp`)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remote_files(fs, root: str) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of the files under `root` (empty if it does not exist)."""
+    import pyarrow.fs as pafs
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    out = {}
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(root):].lstrip("/") if root else info.path.lstrip("/")
+        if rel and not is_partial(rel.rsplit("/", 1)[-1]):
+            out[rel] = (info.size, info.mtime_ns or 0)
+    return out
+
+
+def writes_whole(fs) -> bool:
+    name = fs.type_name
+    return name in _WHOLE_WRITES or (name.startswith("py::fsspec") and any(p in name for p in _FSSPEC_WHOLE_WRITES))
+
+
+def write_remote(fs, dest: str, source, size: int | None = None) -> None:
+    """Copy the open binary file `source` (its first `size` bytes, or all) to `dest`, whole or not at all."""
+    parent = dest.rsplit("/", 1)[0]
+    if parent and parent != dest:
+        fs.create_dir(parent, recursive=True)
+    whole = writes_whole(fs)
+    target = dest if whole else f"{parent}/.{dest.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with fs.open_output_stream(target) as stream:
+            left = size
+            while left is None or left > 0:
+                block = source.read(CHUNK if left is None else min(CHUNK, left))
+                if not block:
+                    break
+                stream.write(block)
+                if left is not None:
+                    left -= len(block)
+        if not whole:
+            fs.move(target, dest)
+    except BaseException:
+        if not whole:
+            try:
+                fs.delete_file(target)
+            except Exception:
+                pass
+        raise
+
+
+def read_remote(fs, src: str, dest: Path) -> None:
+    """Copy the remote file `src` to the local `dest`, written beside it and renamed into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, fs.open_input_stream(src) as stream:
+            while True:
+                block = stream.read(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def local_files(root: Path) -> dict[str, os.stat_result]:
+    """{relative path: stat} of the finished files under `root`."""
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if is_partial(name):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:          # removed while we looked
+                continue
+            out[os.path.relpath(path, root).replace(os.sep, "/")] = st
+    return out
+
+
+def upload_tree(local: Path, fs, remote: str) -> int:
+    """Every file under `local` to `remote` (a checkpoint a node wrote); returns the files copied."""
+    files = local_files(local) if local.is_dir() else {}
+    for rel in sorted(files):
+        with open(local / rel, "rb") as source:
+            write_remote(fs, f"{remote}/{rel}", source)
+    return len(files)
+
+
+def download_tree(fs, remote: str, local: Path) -> int:
+    """The files under `remote` that `local` lacks (or holds at another size); returns the files copied."""
+    copied = 0
+    for rel, (size, _) in remote_files(fs, remote).items():
+        path = local / rel
+        if path.exists() and path.stat().st_size == size:
+            continue
+        read_remote(fs, f"{remote}/{rel}", path)
+        copied += 1
+    return copied
