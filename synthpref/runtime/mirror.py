@@ -205,7 +205,7 @@ def staged_output(cfg):
         raise
     else:
         mirror.close()
-        say(f"outputs copied to {uri}")
+        say(f"outputs copied to {uri} (the paths above are its local copy)")
     finally:
         cfg.output_dir, _active = uri, None
 
