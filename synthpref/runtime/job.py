@@ -23,7 +23,9 @@ from synthpref.cluster import worker_logs
 from synthpref.monitor.console import quiet_terminal, say
 from synthpref.monitor import ray_metrics
 from synthpref.monitor.metrics import MetricsLog
+from synthpref.config.loader import ConfigError
 from synthpref.runtime.rerun import RunState, refuse_other_job, run_tree
+from synthpref.runtime.storage import is_uri
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -33,6 +35,9 @@ _nesting = threading.local()        # how many jobs this thread is inside: only 
 class JobRuntime:
     def __init__(self, cfg: Any, job: str, tensorboard: bool = True, resumable: bool = True, **run_keys):
         """`resumable=False`: a job that redoes all its work on every run (eval-judge) keeps no run.json."""
+        if is_uri(cfg.output_dir):
+            raise ConfigError(f"output_dir: {cfg.output_dir} is a URI, which the synthpref command (and jobs/run.py) "
+                              f"stages; code that calls a job directly wraps it in runtime.mirror.staged_output(cfg)")
         self.cfg, self.job, self.resumable = cfg, job, resumable
         self.out = Path(cfg.output_dir)
         self.logs = self.out / "logs"

@@ -48,11 +48,12 @@ class Mirror:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.passes = 0
+        self.last_copied = 0
 
     # -- start: the staging folder becomes the URI's copy ----------------------------------------------
     def pull(self) -> int:
-        """Download what the staging folder lacks or holds otherwise; remove what the URI lacks. Returns the
-        number of files downloaded."""
+        """Download what the staging folder lacks or holds otherwise; remove what the URI lacks (files, then
+        the folders left empty). Returns the number of files downloaded."""
         self.local.mkdir(parents=True, exist_ok=True)
         self.local.with_name(self.local.name + ".owner").write_text(self.token)
         saved = json.loads(self._record_file.read_text()) if self._record_file.exists() else {}
@@ -60,77 +61,88 @@ class Mirror:
         copied = 0
         for rel, (size, mtime) in sorted(remote.items()):
             st, entry = here.get(rel), saved.get(rel)
-            if st is None or entry != [st.st_size, st.st_mtime_ns, st.st_ino, size, mtime]:
-                read_remote(self.fs, f"{self.root}/{rel}", self.local / rel)
+            if st is None or not _same(entry, st, size, mtime):
+                read_remote(self.fs, _join(self.root, rel), self.local / rel)
                 st = os.stat(self.local / rel)
                 copied += 1
-            self.record[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, size, mtime]
+            self.record[rel] = _entry(st, size, mtime)
         for rel in set(here) - set(remote):
             os.unlink(self.local / rel)
+        for folder, _, _ in sorted(os.walk(self.local), key=lambda item: -item[0].count(os.sep)):
+            if folder != str(self.local) and not os.listdir(folder):
+                os.rmdir(folder)
         self._save_record()
         return copied
 
     # -- while running ---------------------------------------------------------------------------------
-    def push(self) -> bool:
-        """One pass; True when it copied everything (then removals are mirrored too)."""
+    def push(self, recent_ns: int | None = None) -> bool:
+        """One pass; True when it copied everything and nothing changed while it ran (only then are files
+        removed locally removed from the URI). Files changed within `recent_ns` wait for the next pass."""
         with self._lock:
-            cutoff = time.time_ns() - RECENT_NS
-            files = local_files(self.local)
-            todo, complete = [], True
+            self.last_copied = 0
+            missed: list = []
+            cutoff = time.time_ns() - (RECENT_NS if recent_ns is None else recent_ns)
+            files = local_files(self.local, missed)
+            complete = not missed
+            todo = []
             for rel, st in files.items():
-                if self.record.get(rel, [None] * 3)[:3] == [st.st_size, st.st_mtime_ns, st.st_ino]:
+                if self.record.get(rel, [None] * 3)[:3] == _identity(st):
                     continue
                 if st.st_ctime_ns >= cutoff:
                     complete = False
                     continue
-                todo.append((st.st_ctime_ns, rel))
+                # in the order they appeared; on a tie (a coarse clock) the deeper first: records sit above
+                # the data they name (run.json over checkpoints/, manifest.json over the shards' folders)
+                todo.append((st.st_ctime_ns, -rel.count("/"), rel))
             todo.sort()
             if len(todo) > MAX_FILES_PER_PASS:
                 todo, complete = todo[:MAX_FILES_PER_PASS], False
             opened = []
             try:
-                for _, rel in todo:
+                for _, _, rel in todo:
                     try:
                         source = open(self.local / rel, "rb")
                     except FileNotFoundError:
                         complete = False
                         continue
                     st = os.fstat(source.fileno())
-                    if st.st_ctime_ns >= cutoff:        # replaced since the listing: the next pass takes it
+                    if _identity(st) != _identity(files[rel]):      # replaced since the listing: next pass
                         source.close()
                         complete = False
                         continue
-                    opened.append((st.st_ctime_ns, rel, source, st))
-                opened.sort(key=lambda item: item[0])
-                for _, rel, source, st in opened:
-                    dest = f"{self.root}/{rel}"
+                    opened.append((rel, source, st))
+                for rel, source, st in opened:
+                    dest = _join(self.root, rel)
                     write_remote(self.fs, dest, source, st.st_size)
                     info = self.fs.get_file_info(dest)
-                    self.record[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, info.size, info.mtime_ns or 0]
+                    self.record[rel] = _entry(st, info.size, info.mtime_ns or 0)
+                    self.last_copied += 1
             finally:
-                for _, _, source, _ in opened:
+                for _, source, _ in opened:
                     source.close()
-            if complete:
+            if complete and _stable(files, local_files(self.local, missed)) and not missed:
                 for rel in [rel for rel in self.record if rel not in files]:
                     try:
-                        self.fs.delete_file(f"{self.root}/{rel}")
+                        self.fs.delete_file(_join(self.root, rel))
                     except FileNotFoundError:
                         pass
                     del self.record[rel]
+            else:
+                complete = False
             self._save_record()
             self.passes += 1
             return complete
 
     def fetch(self, path: str | os.PathLike) -> int:
-        """Download the files under `path` (inside the staging folder) that other nodes copied to the URI."""
+        """Download the files under `path` (inside the staging folder) that other nodes just copied to the
+        URI, replacing what the staging folder held there."""
         rel = self.relative(path)
         with self._lock:
-            copied = download_tree(self.fs, f"{self.root}/{rel}", self.local / rel)
-            for name, (size, mtime) in remote_files(self.fs, f"{self.root}/{rel}").items():
-                st = os.stat(self.local / rel / name)
-                self.record[f"{rel}/{name}"] = [st.st_size, st.st_mtime_ns, st.st_ino, size, mtime]
+            copied = download_tree(self.fs, _join(self.root, rel), self.local / rel)
+            for name, (size, mtime) in copied.items():
+                self.record[_join(rel, name)] = _entry(os.stat(self.local / rel / name), size, mtime)
             self._save_record()
-        return copied
+        return len(copied)
 
     def start(self) -> None:
         def loop():
@@ -142,16 +154,21 @@ class Mirror:
         self._thread = threading.Thread(target=loop, name="output-mirror", daemon=True)
         self._thread.start()
 
-    def close(self, tries: int = 20) -> None:
-        """Stop the thread and copy what is left; raises if the URI could not be brought up to date."""
+    def close(self, idle_passes: int = 20) -> None:
+        """Stop the thread and copy what is left (the job's workers are gone: files no longer change). A
+        store error is raised; files still changing after `idle_passes` passes that copied nothing are
+        copied as they are, with a warning."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        for _ in range(tries):
+        idle = 0
+        while idle < idle_passes:
             if self.push():
                 return
+            idle = 0 if self.last_copied else idle + 1
             time.sleep(RECENT_NS / 1e9)
-        raise RuntimeError(f"outputs still changing after {tries} passes; the local copy is {self.local}")
+        if not self.push(recent_ns=0):
+            say(f"warning: files under {self.local} kept changing; {self.uri} holds them as of the last pass")
 
     # -- paths -----------------------------------------------------------------------------------------
     def relative(self, path: str | os.PathLike) -> str:
@@ -171,6 +188,33 @@ class Mirror:
         tmp = self._record_file.with_name(f".{self._record_file.name}.tmp")
         tmp.write_text(json.dumps(self.record))
         os.replace(tmp, self._record_file)
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _entry(st: os.stat_result, remote_size: int, remote_mtime_ns: int) -> list[int]:
+    return [*_identity(st), remote_size, remote_mtime_ns // 1_000_000_000]
+
+
+def _same(entry: list | None, st: os.stat_result, remote_size: int, remote_mtime_ns: int) -> bool:
+    """The local file is the one recorded and the remote one is what it was copied to or from (remote
+    times compared to the second: listings and single look-ups of some stores differ below it)."""
+    return entry == _entry(st, remote_size, remote_mtime_ns)
+
+
+def _stable(before: dict, after: dict) -> bool:
+    """Nothing changed between two listings, apart from the files no record names (metrics, logs,
+    TensorBoard's), which a running job appends to all the time."""
+    def kept(files):
+        return {rel: _identity(st) for rel, st in files.items()
+                if not rel.startswith(("logs/", "tensorboard/")) and rel != "metrics.jsonl"}
+    return kept(before) == kept(after)
+
+
+def _join(root: str, rel: str) -> str:
+    return f"{root}/{rel}" if root and rel else (root or rel)
 
 
 def active() -> Mirror | None:
@@ -213,8 +257,9 @@ def staged_output(cfg):
 # -- on the nodes of trainer ranks ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunPath:
-    """A folder of a mirrored run as a worker on any node finds it: the driver's own folder where this
-    node sees it (the same disk, or shared storage), else this node's staging folder for the URI."""
+    """A folder of a mirrored run as a worker on any node finds it: inside the driver's staging folder where
+    this node sees it (the same disk, or shared storage mounted anywhere), else in a scratch folder of this
+    node for this run (`<staging folder>.rank-<token>`), emptied once its files went to the URI."""
     driver_path: str
     uri: str
     rel: str
@@ -225,12 +270,12 @@ class RunPath:
         own = staging_dir(self.uri)
         owner = own.with_name(own.name + ".owner")
         if owner.exists() and owner.read_text() == self.token:
-            return Path(self.driver_path), True
-        return own / self.rel, False
+            return own / self.rel, True
+        return own.with_name(f"{own.name}.rank-{self.token}") / self.rel, False
 
     def remote(self):
         fs, root = open_uri(self.uri)
-        return fs, f"{root}/{self.rel}".rstrip("/")
+        return fs, _join(root, self.rel)
 
 
 def local_path(path: "str | RunPath") -> str:
@@ -255,9 +300,18 @@ def upload_from_node(path: RunPath) -> int:
 
 
 def download_to_node(path: RunPath) -> int:
-    """Bring the files under `path` from the URI to this node, unless it sees the driver's folder."""
+    """Bring the files under `path` from the URI to this node (replacing what was there), unless it sees
+    the driver's folder. Returns the files copied."""
     folder, shared = path.here()
     if shared:
         return 0
     fs, remote = path.remote()
-    return download_tree(fs, remote, folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    return len(download_tree(fs, remote, folder))
+
+
+def drop_from_node(path: RunPath) -> None:
+    """Remove this node's scratch copy of `path` (a checkpoint it loaded), unless it is the driver's."""
+    folder, shared = path.here()
+    if not shared:
+        shutil.rmtree(folder, ignore_errors=True)

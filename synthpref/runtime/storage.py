@@ -82,13 +82,20 @@ def writes_whole(fs) -> bool:
     return name in _WHOLE_WRITES or (name.startswith("py::fsspec") and any(p in name for p in _FSSPEC_WHOLE_WRITES))
 
 
+SMALL = 64 << 20                # files up to this size reach object stores through a hidden key and a copy
+
+
 def write_remote(fs, dest: str, source, size: int | None = None) -> None:
-    """Copy the open binary file `source` (its first `size` bytes, or all) to `dest`, whole or not at all."""
+    """Copy the open binary file `source` (its first `size` bytes, or all) to `dest`, whole or not at all.
+    Elsewhere than object stores it is written beside `dest` and renamed. On object stores a stream that
+    is closed early still publishes what it had, so a small file (every record) goes to a hidden key and is
+    copied into place by the store; a large one (checkpoint data, never named by a record before it is
+    whole) goes in place and is deleted if its copy fails."""
     parent = dest.rsplit("/", 1)[0]
     if parent and parent != dest:
         fs.create_dir(parent, recursive=True)
-    whole = writes_whole(fs)
-    target = dest if whole else f"{parent}/.{dest.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+    in_place = writes_whole(fs) and size is not None and size > SMALL
+    target = dest if in_place else f"{parent}/.{dest.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with fs.open_output_stream(target) as stream:
             left = size
@@ -99,14 +106,17 @@ def write_remote(fs, dest: str, source, size: int | None = None) -> None:
                 stream.write(block)
                 if left is not None:
                     left -= len(block)
-        if not whole:
-            fs.move(target, dest)
-    except BaseException:
-        if not whole:
-            try:
+        if not in_place:
+            if writes_whole(fs):
+                fs.copy_file(target, dest)
                 fs.delete_file(target)
-            except Exception:
-                pass
+            else:
+                fs.move(target, dest)
+    except BaseException:
+        try:
+            fs.delete_file(target)
+        except Exception:
+            pass
         raise
 
 
@@ -127,17 +137,20 @@ def read_remote(fs, src: str, dest: Path) -> None:
             os.unlink(tmp)
 
 
-def local_files(root: Path) -> dict[str, os.stat_result]:
-    """{relative path: stat} of the finished files under `root`."""
+def local_files(root: Path, missed: list | None = None) -> dict[str, os.stat_result]:
+    """{relative path: stat} of the finished files under `root`; what vanished while it looked (a folder
+    renamed or removed, a file replaced) is appended to `missed`."""
     out = {}
-    for folder, _, names in os.walk(root):
+    for folder, _, names in os.walk(root, onerror=(missed.append if missed is not None else None)):
         for name in names:
             if is_partial(name):
                 continue
             path = os.path.join(folder, name)
             try:
                 st = os.stat(path)
-            except FileNotFoundError:          # removed while we looked
+            except FileNotFoundError:
+                if missed is not None:
+                    missed.append(path)
                 continue
             out[os.path.relpath(path, root).replace(os.sep, "/")] = st
     return out
@@ -145,20 +158,22 @@ def local_files(root: Path) -> dict[str, os.stat_result]:
 
 def upload_tree(local: Path, fs, remote: str) -> int:
     """Every file under `local` to `remote` (a checkpoint a node wrote); returns the files copied."""
-    files = local_files(local) if local.is_dir() else {}
-    for rel in sorted(files):
-        with open(local / rel, "rb") as source:
-            write_remote(fs, f"{remote}/{rel}", source)
-    return len(files)
-
-
-def download_tree(fs, remote: str, local: Path) -> int:
-    """The files under `remote` that `local` lacks (or holds at another size); returns the files copied."""
     copied = 0
-    for rel, (size, _) in remote_files(fs, remote).items():
-        path = local / rel
-        if path.exists() and path.stat().st_size == size:
+    for rel, st in sorted(local_files(local).items()) if local.is_dir() else ():
+        try:
+            source = open(local / rel, "rb")
+        except FileNotFoundError:           # another process of this node copied and removed it
             continue
-        read_remote(fs, f"{remote}/{rel}", path)
+        with source:
+            write_remote(fs, f"{remote}/{rel}", source, st.st_size)
         copied += 1
     return copied
+
+
+def download_tree(fs, remote: str, local: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `remote` into `local`, whatever `local` held (a checkpoint redone after a kill has
+    files of the same sizes as the one it replaces); returns {relative path: (size, mtime_ns)} copied."""
+    files = remote_files(fs, remote)
+    for rel in files:
+        read_remote(fs, f"{remote}/{rel}", local / rel)
+    return files

@@ -230,6 +230,7 @@ class TrainerGroup:
     def load_checkpoint(self, path: str, tag: str) -> None:
         self._copy_in(os.path.join(path, tag))
         self.call_all("load_checkpoint", self._where(path), tag)
+        self._copy_in(os.path.join(path, tag), drop=True)
 
     # -- the run folder where output_dir is a URI (runtime/mirror.py) ----------------------------------
     # Ranks on nodes that do not see the driver's staging folder write on their own disks: after a save one
@@ -242,7 +243,7 @@ class TrainerGroup:
     def _node_leaders(self) -> list[int]:
         first: dict = {}
         for rank, node in enumerate(self.nodes):
-            first.setdefault(node, rank)
+            first.setdefault(node or ("rank", rank), rank)
         return sorted(first.values())
 
     def _copy_out(self, path: str) -> None:
@@ -254,12 +255,13 @@ class TrainerGroup:
             if any(copied):
                 mirror.fetch(path)
 
-    def _copy_in(self, path: str) -> None:
+    def _copy_in(self, path: str, drop: bool = False) -> None:
+        """Before a load one rank per node brings the checkpoint from the URI; after it (`drop`), removes it."""
         mirror = active_mirror()
         where = mirror.run_path(path) if mirror else None
         if where is not None:
-            self.gather([self.actors[r].download_run_files.remote(where) for r in self._node_leaders()],
-                        "download_run_files")
+            method = "drop_run_files" if drop else "download_run_files"
+            self.gather([getattr(self.actors[r], method).remote(where) for r in self._node_leaders()], method)
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from synthpref.errors import MissingInput
-from synthpref.runtime.mirror import download_to_node, local_path, upload_from_node
+from synthpref.runtime.mirror import download_to_node, drop_from_node, local_path, upload_from_node
 from synthpref.training.forward import response_token_logprobs
 from synthpref.training.losses import IGNORE, bradley_terry_loss, dpo_loss, sft_loss
 
@@ -316,6 +316,10 @@ class TrainerActor:
 
     def download_run_files(self, path) -> int:
         return download_to_node(path)
+
+    def drop_run_files(self, path) -> bool:
+        drop_from_node(path)
+        return True
 
     # -- NCCL weight transfer to vLLM engines (GPU clusters; untested here: needs CUDA) ---------------
     def nccl_open(self, host: str, port: int, world_size: int) -> bool:

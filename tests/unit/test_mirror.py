@@ -1,8 +1,10 @@
 """output_dir as a URI (runtime/mirror.py, runtime/storage.py), on real filesystems: pyarrow's local one through
 `file://` URIs (another folder than the staging one) and fsspec's in-memory one."""
+import io
 import json
 import os
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -81,9 +83,9 @@ def test_pull_makes_the_staging_folder_what_the_uri_holds(tmp_path, node):
 def test_a_pass_cut_short_never_leaves_a_record_ahead_of_its_data(tmp_path, node, monkeypatch, cut_after):
     m = Mirror(uri_of(tmp_path))
     m.pull()
-    write(m.local / "checkpoints" / "iter2" / "model.pt", "weights-2")    # data first, as every job writes
-    write(m.local / "checkpoints" / "iter2" / "optim.pt", "optimizer-2")
-    write(m.local / "run.json", '{"finished": 2}')
+    write(m.local / "z-shards" / "model.pt", "weights-2")            # data first, as every job writes; its
+    write(m.local / "z-shards" / "optim.pt", "optimizer-2")          # names sort after the record's, so
+    write(m.local / "a-run.json", '{"finished": 2}')                 # copying by name would fail here
     time.sleep(mirror_mod.RECENT_NS / 1e9 + 0.02)
     real, calls = storage.write_remote, []
 
@@ -96,11 +98,11 @@ def test_a_pass_cut_short_never_leaves_a_record_ahead_of_its_data(tmp_path, node
     with pytest.raises(OSError):
         m.push()
     copied = remote(tmp_path)
-    assert len(copied) == cut_after and "run.json" not in copied
+    assert len(copied) == cut_after and "a-run.json" not in copied
     assert not [p for p in (tmp_path / "bucket").rglob("*.tmp")]      # nothing torn left on the URI
     monkeypatch.setattr(mirror_mod, "write_remote", real)
     assert m.push()
-    assert remote(tmp_path)["run.json"] == '{"finished": 2}' and len(remote(tmp_path)) == 3
+    assert remote(tmp_path)["a-run.json"] == '{"finished": 2}' and len(remote(tmp_path)) == 3
 
 
 def test_a_record_replaced_during_a_pass_goes_as_it_was_listed(tmp_path, node, monkeypatch):
@@ -189,3 +191,105 @@ def test_a_rank_on_another_node_copies_its_checkpoint_through_the_uri(tmp_path, 
     assert m.push() and remote(tmp_path) == {"checkpoints/iter1/zero_pp_rank_1_optim_states.pt": "shard-1"}
     assert download_to_node(tag) == 1                                  # a resumed rank on node b
     assert open(os.path.join(folder, "iter1", "zero_pp_rank_1_optim_states.pt")).read() == "shard-1"
+
+
+def test_on_a_coarse_clock_the_deeper_file_goes_first(tmp_path, node, monkeypatch):
+    """Equal ctimes (kernels before 6.13 keep them to a few ms): the shards go before the manifest above them."""
+    m = Mirror(uri_of(tmp_path))
+    m.pull()
+    write(m.local / "preferences" / "part-0.parquet", "rows")
+    write(m.local / "manifest.json", "{}")
+    time.sleep(mirror_mod.RECENT_NS / 1e9 + 0.02)
+    real_listing, order = mirror_mod.local_files, []
+
+    def same_ctime(root, missed=None):
+        return {rel: SimpleNamespace(st_size=st.st_size, st_mtime_ns=st.st_mtime_ns, st_ino=st.st_ino, st_ctime_ns=10**9)
+                for rel, st in real_listing(root, missed).items()}
+    monkeypatch.setattr(mirror_mod, "local_files", same_ctime)
+    monkeypatch.setattr(mirror_mod, "write_remote", lambda fs, dest, source, size: order.append(dest.rsplit("/run/", 1)[1]))
+    m.push()
+    assert order == ["preferences/part-0.parquet", "manifest.json"]
+
+
+def test_a_folder_renamed_in_during_a_pass_is_not_copied_as_the_one_listed(tmp_path, node, monkeypatch):
+    """ppo replaces best_policy/ by renaming best_policy.partial/ onto it. A file listed before the rename is
+    not copied with the content renamed in after it (the ctime of a renamed folder's files does not change),
+    and a pass during which files moved removes nothing from the URI."""
+    m = Mirror(uri_of(tmp_path))
+    m.pull()
+    write(m.local / "best_policy" / "model.safetensors", "v1")
+    write(m.local / "best_policy.partial" / "model.safetensors", "v2")
+    settled(m)
+    write(m.local / "best_policy" / "model.safetensors", "v1b")
+    write(m.local / "best_policy.partial" / "model.safetensors", "v3")
+    time.sleep(mirror_mod.RECENT_NS / 1e9 + 0.02)                    # both old enough to copy
+    real_listing, calls = mirror_mod.local_files, []
+
+    def listing_then_rename(root, missed=None):
+        files = real_listing(root, missed)
+        if not calls:
+            os.rename(m.local / "best_policy", m.local / "best_policy.old")
+            os.rename(m.local / "best_policy.partial", m.local / "best_policy")
+        calls.append(1)
+        return files
+    monkeypatch.setattr(mirror_mod, "local_files", listing_then_rename)
+    assert not m.push()
+    copied = remote(tmp_path)
+    assert copied["best_policy/model.safetensors"] in ("v1", "v1b")      # never v3 under the name listed
+    assert "best_policy.partial/model.safetensors" in copied           # not removed by an unsettled pass
+    monkeypatch.setattr(mirror_mod, "local_files", real_listing)
+    settled(m)
+    assert remote(tmp_path) == {"best_policy/model.safetensors": "v3", "best_policy.old/model.safetensors": "v1b"}
+
+
+def test_pull_removes_the_folders_it_empties(tmp_path, node):
+    """self-reward resumes from checkpoints/iter0/ when that folder exists: a copy the URI never got must not
+    leave it behind, empty."""
+    m = Mirror(uri_of(tmp_path))
+    m.pull()
+    write(m.local / "run.json", "{}")
+    settled(m)
+    write(m.local / "checkpoints" / "iter0" / "model.pt", "never copied")
+    Mirror(uri_of(tmp_path)).pull()
+    assert not (m.local / "checkpoints").exists() and (m.local / "run.json").exists()
+
+
+def test_fetch_replaces_a_stale_copy_of_the_same_size(tmp_path, node):
+    """A checkpoint redone after a kill has files of the sizes of the one it replaces: the driver's copy takes
+    the new files, and a later pull does not trust the old ones."""
+    m = Mirror(uri_of(tmp_path))
+    m.pull()
+    write(m.local / "checkpoints" / "iter2" / "model.pt", "OLD-weights")
+    settled(m)
+    node("b")
+    tag = m.run_path(m.local / "checkpoints" / "iter2")
+    write(Path(local_path(tag)) / "model.pt", "NEW-weights")
+    assert upload_from_node(tag) == 1
+    assert m.fetch(m.local / "checkpoints" / "iter2") == 1
+    assert (m.local / "checkpoints" / "iter2" / "model.pt").read_text() == "NEW-weights"
+    assert m.push() and remote(tmp_path)["checkpoints/iter2/model.pt"] == "NEW-weights"
+
+
+def test_an_object_store_copy_cut_short_leaves_the_old_file(tmp_path, node):
+    """On stores that publish what a closed stream had (object stores; fsspec's memory store here), a record
+    interrupted half-way must not replace the one there."""
+    fs, root = storage.open_uri("memory://synthpref-cut/run")
+    storage.write_remote(fs, f"{root}/run.json", io.BytesIO(b'{"finished": 1}'), 15)
+
+    class Dying(io.BytesIO):
+        def read(self, n=-1):
+            if self.tell():
+                raise KeyboardInterrupt
+            return super().read(4)
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_remote(fs, f"{root}/run.json", Dying(b'{"finished": 2}'), 15)
+    with fs.open_input_stream(f"{root}/run.json") as stream:
+        assert stream.read() == b'{"finished": 1}'
+    assert storage.remote_files(fs, root).keys() == {"run.json"}
+
+
+def test_a_job_given_a_uri_without_staging_is_told_how(tmp_path):
+    from synthpref.config import LabelConfig
+    from synthpref.runtime.job import JobRuntime
+    with pytest.raises(ConfigError, match="output_dir: s3://bucket/run is a URI"):
+        JobRuntime(LabelConfig(output_dir="s3://bucket/run"), "label")
