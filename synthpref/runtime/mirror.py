@@ -89,7 +89,7 @@ class Mirror:
                 if self.record.get(rel, [None] * 3)[:3] == _identity(st):
                     continue
                 if st.st_ctime_ns >= cutoff:
-                    complete = False
+                    complete = complete and _unnamed(rel)        # a log being written holds nothing back
                     continue
                 # in the order they appeared; on a tie (a coarse clock) the deeper first: records sit above
                 # the data they name (run.json over checkpoints/, manifest.json over the shards' folders)
@@ -108,7 +108,7 @@ class Mirror:
                     st = os.fstat(source.fileno())
                     if _identity(st) != _identity(files[rel]):      # replaced since the listing: next pass
                         source.close()
-                        complete = False
+                        complete = complete and _unnamed(rel)
                         continue
                     opened.append((rel, source, st))
                 for rel, source, st in opened:
@@ -133,12 +133,12 @@ class Mirror:
             self.passes += 1
             return complete
 
-    def fetch(self, path: str | os.PathLike) -> int:
-        """Download the files under `path` (inside the staging folder) that other nodes just copied to the
-        URI, replacing what the staging folder held there."""
+    def fetch(self, path: str | os.PathLike, names: set[str]) -> int:
+        """Download `names` (relative to `path`, inside the staging folder), which other nodes just copied to
+        the URI, replacing what the staging folder held there; files this node wrote are left alone."""
         rel = self.relative(path)
         with self._lock:
-            copied = download_tree(self.fs, _join(self.root, rel), self.local / rel)
+            copied = download_tree(self.fs, _join(self.root, rel), self.local / rel, names)
             for name, (size, mtime) in copied.items():
                 self.record[_join(rel, name)] = _entry(os.stat(self.local / rel / name), size, mtime)
             self._save_record()
@@ -161,11 +161,19 @@ class Mirror:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        idle = 0
-        while idle < idle_passes:
-            if self.push():
-                return
-            idle = 0 if self.last_copied else idle + 1
+        idle = passes = failures = 0
+        while idle < idle_passes and passes < 10 * idle_passes:      # a file rewritten on and on: give up too
+            try:
+                if self.push():
+                    return
+            except Exception as exc:              # a store briefly away: a few more tries, then the error
+                failures += 1
+                if failures > 3:
+                    raise
+                log.warning("copying outputs to %s failed (try %d): %s", self.uri, failures, exc)
+                time.sleep(2 ** failures)
+                continue
+            idle, passes = (0 if self.last_copied else idle + 1), passes + 1
             time.sleep(RECENT_NS / 1e9)
         if not self.push(recent_ns=0):
             say(f"warning: files under {self.local} kept changing; {self.uri} holds them as of the last pass")
@@ -201,16 +209,21 @@ def _entry(st: os.stat_result, remote_size: int, remote_mtime_ns: int) -> list[i
 def _same(entry: list | None, st: os.stat_result, remote_size: int, remote_mtime_ns: int) -> bool:
     """The local file is the one recorded and the remote one is what it was copied to or from (remote
     times compared to the second: listings and single look-ups of some stores differ below it)."""
-    return entry == _entry(st, remote_size, remote_mtime_ns)
+    return bool(remote_mtime_ns) and entry == _entry(st, remote_size, remote_mtime_ns)  # no time: copy again
 
 
 def _stable(before: dict, after: dict) -> bool:
     """Nothing changed between two listings, apart from the files no record names (metrics, logs,
     TensorBoard's), which a running job appends to all the time."""
     def kept(files):
-        return {rel: _identity(st) for rel, st in files.items()
-                if not rel.startswith(("logs/", "tensorboard/")) and rel != "metrics.jsonl"}
+        return {rel: _identity(st) for rel, st in files.items() if not _unnamed(rel)}
     return kept(before) == kept(after)
+
+
+def _unnamed(rel: str) -> bool:
+    """A file no record names (any job's, nested ones' too): metrics, logs, TensorBoard's."""
+    parts = rel.split("/")
+    return parts[-1] == "metrics.jsonl" or "logs" in parts[:-1] or "tensorboard" in parts[:-1]
 
 
 def _join(root: str, rel: str) -> str:
@@ -287,12 +300,12 @@ def local_path(path: "str | RunPath") -> str:
     return path
 
 
-def upload_from_node(path: RunPath) -> int:
+def upload_from_node(path: RunPath) -> list[str]:
     """Copy what this node wrote under `path` to the URI and drop the node's copy (the driver fetches it);
-    nothing where this node sees the driver's folder. Returns the files copied."""
+    nothing where this node sees the driver's folder. Returns the files copied, relative to `path`."""
     folder, shared = path.here()
     if shared or not folder.exists():
-        return 0
+        return []
     fs, remote = path.remote()
     copied = upload_tree(folder, fs, remote)
     shutil.rmtree(folder, ignore_errors=True)

@@ -141,7 +141,10 @@ def local_files(root: Path, missed: list | None = None) -> dict[str, os.stat_res
     """{relative path: stat} of the finished files under `root`; what vanished while it looked (a folder
     renamed or removed, a file replaced) is appended to `missed`."""
     out = {}
-    for folder, _, names in os.walk(root, onerror=(missed.append if missed is not None else None)):
+    def vanished(error: OSError) -> None:           # a folder renamed or removed while we looked
+        if missed is not None and isinstance(error, FileNotFoundError):
+            missed.append(error.filename)
+    for folder, _, names in os.walk(root, onerror=vanished):
         for name in names:
             if is_partial(name):
                 continue
@@ -149,31 +152,32 @@ def local_files(root: Path, missed: list | None = None) -> dict[str, os.stat_res
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                if missed is not None:
+                if missed is not None and not os.path.lexists(path):      # not a dangling link: gone
                     missed.append(path)
                 continue
             out[os.path.relpath(path, root).replace(os.sep, "/")] = st
     return out
 
 
-def upload_tree(local: Path, fs, remote: str) -> int:
-    """Every file under `local` to `remote` (a checkpoint a node wrote); returns the files copied."""
-    copied = 0
+def upload_tree(local: Path, fs, remote: str) -> list[str]:
+    """Every file under `local` to `remote` (a checkpoint a node wrote); returns their relative paths."""
+    copied = []
     for rel, st in sorted(local_files(local).items()) if local.is_dir() else ():
         try:
             source = open(local / rel, "rb")
         except FileNotFoundError:           # another process of this node copied and removed it
             continue
         with source:
-            write_remote(fs, f"{remote}/{rel}", source, st.st_size)
-        copied += 1
+            write_remote(fs, f"{remote}/{rel}" if remote else rel, source, st.st_size)
+        copied.append(rel)
     return copied
 
 
-def download_tree(fs, remote: str, local: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `remote` into `local`, whatever `local` held (a checkpoint redone after a kill has
-    files of the same sizes as the one it replaces); returns {relative path: (size, mtime_ns)} copied."""
-    files = remote_files(fs, remote)
+def download_tree(fs, remote: str, local: Path, only: set[str] | None = None) -> dict[str, tuple[int, int]]:
+    """The files under `remote` (those named in `only`, if given) into `local`, whatever `local` held (a
+    checkpoint redone after a kill has files of the same sizes as the one it replaces); returns
+    {relative path: (size, mtime_ns)} of those copied."""
+    files = {rel: info for rel, info in remote_files(fs, remote).items() if only is None or rel in only}
     for rel in files:
-        read_remote(fs, f"{remote}/{rel}", local / rel)
+        read_remote(fs, f"{remote}/{rel}" if remote else rel, local / rel)
     return files

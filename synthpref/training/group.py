@@ -229,8 +229,10 @@ class TrainerGroup:
 
     def load_checkpoint(self, path: str, tag: str) -> None:
         self._copy_in(os.path.join(path, tag))
-        self.call_all("load_checkpoint", self._where(path), tag)
-        self._copy_in(os.path.join(path, tag), drop=True)
+        try:
+            self.call_all("load_checkpoint", self._where(path), tag)
+        finally:
+            self._copy_in(os.path.join(path, tag), drop=True)
 
     # -- the run folder where output_dir is a URI (runtime/mirror.py) ----------------------------------
     # Ranks on nodes that do not see the driver's staging folder write on their own disks: after a save one
@@ -252,8 +254,9 @@ class TrainerGroup:
         if where is not None:
             copied = self.gather([self.actors[r].upload_run_files.remote(where) for r in self._node_leaders()],
                                  "upload_run_files")
-            if any(copied):
-                mirror.fetch(path)
+            names = {name for node in copied for name in node}
+            if names:
+                mirror.fetch(path, names)               # only what other nodes wrote: the driver's own stays
 
     def _copy_in(self, path: str, drop: bool = False) -> None:
         """Before a load one rank per node brings the checkpoint from the URI; after it (`drop`), removes it."""

@@ -310,7 +310,7 @@ class TrainerActor:
                                f"use a new output_dir, or restore them")
         return True
 
-    def upload_run_files(self, path) -> int:
+    def upload_run_files(self, path) -> list[str]:
         """This node's files under `path` (a RunPath) to the run's URI; see TrainerGroup._copy_out."""
         return upload_from_node(path)
 

@@ -179,14 +179,15 @@ def test_a_rank_on_another_node_copies_its_checkpoint_through_the_uri(tmp_path, 
     root = m.run_path(m.local / "checkpoints")
     assert root.rel == "checkpoints" and m.run_path(tmp_path / "elsewhere") is None
     assert local_path(root) == str(m.local / "checkpoints")            # the driver's node: its own folder
-    assert upload_from_node(m.run_path(m.local / "checkpoints" / "iter1")) == 0
+    assert upload_from_node(m.run_path(m.local / "checkpoints" / "iter1")) == []
     node("b")
     folder = local_path(root)                                          # another node: its own staging folder
     assert folder != str(m.local / "checkpoints")
     write(tmp_path / folder / "iter1" / "zero_pp_rank_1_optim_states.pt", "shard-1")
     tag = RunPath(str(m.local / "checkpoints" / "iter1"), m.uri, "checkpoints/iter1", m.token)
-    assert upload_from_node(tag) == 1 and not os.path.exists(os.path.join(folder, "iter1"))
-    assert m.fetch(m.local / "checkpoints" / "iter1") == 1            # the driver's copy is whole again
+    names = upload_from_node(tag)
+    assert names == ["zero_pp_rank_1_optim_states.pt"] and not os.path.exists(os.path.join(folder, "iter1"))
+    assert m.fetch(m.local / "checkpoints" / "iter1", set(names)) == 1     # the driver's copy is whole again
     assert (m.local / "checkpoints" / "iter1" / "zero_pp_rank_1_optim_states.pt").read_text() == "shard-1"
     assert m.push() and remote(tmp_path) == {"checkpoints/iter1/zero_pp_rank_1_optim_states.pt": "shard-1"}
     assert download_to_node(tag) == 1                                  # a resumed rank on node b
@@ -264,8 +265,8 @@ def test_fetch_replaces_a_stale_copy_of_the_same_size(tmp_path, node):
     node("b")
     tag = m.run_path(m.local / "checkpoints" / "iter2")
     write(Path(local_path(tag)) / "model.pt", "NEW-weights")
-    assert upload_from_node(tag) == 1
-    assert m.fetch(m.local / "checkpoints" / "iter2") == 1
+    names = upload_from_node(tag)
+    assert names == ["model.pt"] and m.fetch(m.local / "checkpoints" / "iter2", set(names)) == 1
     assert (m.local / "checkpoints" / "iter2" / "model.pt").read_text() == "NEW-weights"
     assert m.push() and remote(tmp_path)["checkpoints/iter2/model.pt"] == "NEW-weights"
 
@@ -293,3 +294,44 @@ def test_a_job_given_a_uri_without_staging_is_told_how(tmp_path):
     from synthpref.runtime.job import JobRuntime
     with pytest.raises(ConfigError, match="output_dir: s3://bucket/run is a URI"):
         JobRuntime(LabelConfig(output_dir="s3://bucket/run"), "label")
+
+
+def test_fetch_leaves_the_files_the_driver_node_wrote(tmp_path, node):
+    """Ranks on the driver's node and on another write into one checkpoint: fetching the other node's file
+    never replaces the driver node's own with the URI's (perhaps older or cut-short) copy."""
+    m = Mirror(uri_of(tmp_path))
+    m.pull()
+    write(m.local / "checkpoints" / "iter1" / "mp_rank_00_model_states.pt", "cut")
+    settled(m)                                                       # a pass caught it half-written
+    write(m.local / "checkpoints" / "iter1" / "mp_rank_00_model_states.pt", "whole weights")
+    node("b")
+    tag = m.run_path(m.local / "checkpoints" / "iter1")
+    write(Path(local_path(tag)) / "zero_pp_rank_1_optim_states.pt", "shard-1")
+    assert m.fetch(m.local / "checkpoints" / "iter1", set(upload_from_node(tag))) == 1
+    assert (m.local / "checkpoints" / "iter1" / "mp_rank_00_model_states.pt").read_text() == "whole weights"
+    settled(m)
+    assert remote(tmp_path)["checkpoints/iter1/mp_rank_00_model_states.pt"] == "whole weights"
+
+
+def test_a_store_without_file_times_is_read_again_on_pull(tmp_path, node):
+    """fsspec's memory store reports no mtime: a same-size rewrite by another node is still brought back."""
+    m = Mirror("memory://synthpref-mtime/run")
+    m.pull()
+    write(m.local / "run.json", "AAAA")
+    settled(m)
+    with m.fs.open_output_stream(f"{m.root}/run.json") as stream:
+        stream.write(b"BBBB")
+    assert Mirror("memory://synthpref-mtime/run").pull() == 1
+    assert (m.local / "run.json").read_text() == "BBBB"
+
+
+def test_logs_being_written_and_dangling_links_hold_no_removal_back(tmp_path, node):
+    m = Mirror(uri_of(tmp_path))
+    m.pull()
+    write(m.local / "checkpoints" / "iter1.pt", "weights-1")
+    settled(m)
+    (m.local / "checkpoints" / "iter1.pt").unlink()
+    os.symlink(tmp_path / "nowhere", m.local / "dangling")
+    write(m.local / "sl" / "logs" / "engine.log", "just now")      # a nested job's log, still being written
+    assert m.push()
+    assert "checkpoints/iter1.pt" not in remote(tmp_path)
