@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthpref.monitor.console import say
-from synthpref.runtime.storage import (download_tree, is_uri, local_files, open_uri, read_remote, remote_files,
-                                       staging_dir, upload_tree, write_remote)
+from synthpref.runtime.storage import (download_tree, is_uri, join_key, local_files, open_uri, read_remote,
+                                       remote_files, staging_dir, upload_tree, write_remote)
 
 log = logging.getLogger(__name__)
 RECENT_NS = 50_000_000          # files changed this recently wait for the next pass (the clock behind ctime is coarse)
@@ -47,7 +47,6 @@ class Mirror:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.passes = 0
         self.last_copied = 0
 
     # -- start: the staging folder becomes the URI's copy ----------------------------------------------
@@ -62,7 +61,7 @@ class Mirror:
         for rel, (size, mtime) in sorted(remote.items()):
             st, entry = here.get(rel), saved.get(rel)
             if st is None or not _same(entry, st, size, mtime):
-                read_remote(self.fs, _join(self.root, rel), self.local / rel)
+                read_remote(self.fs, join_key(self.root, rel), self.local / rel)
                 st = os.stat(self.local / rel)
                 copied += 1
             self.record[rel] = _entry(st, size, mtime)
@@ -112,7 +111,7 @@ class Mirror:
                         continue
                     opened.append((rel, source, st))
                 for rel, source, st in opened:
-                    dest = _join(self.root, rel)
+                    dest = join_key(self.root, rel)
                     write_remote(self.fs, dest, source, st.st_size)
                     info = self.fs.get_file_info(dest)
                     self.record[rel] = _entry(st, info.size, info.mtime_ns or 0)
@@ -123,14 +122,13 @@ class Mirror:
             if complete and _stable(files, local_files(self.local, missed)) and not missed:
                 for rel in [rel for rel in self.record if rel not in files]:
                     try:
-                        self.fs.delete_file(_join(self.root, rel))
+                        self.fs.delete_file(join_key(self.root, rel))
                     except FileNotFoundError:
                         pass
                     del self.record[rel]
             else:
                 complete = False
             self._save_record()
-            self.passes += 1
             return complete
 
     def fetch(self, path: str | os.PathLike, names: set[str]) -> int:
@@ -138,9 +136,9 @@ class Mirror:
         the URI, replacing what the staging folder held there; files this node wrote are left alone."""
         rel = self.relative(path)
         with self._lock:
-            copied = download_tree(self.fs, _join(self.root, rel), self.local / rel, names)
+            copied = download_tree(self.fs, join_key(self.root, rel), self.local / rel, names)
             for name, (size, mtime) in copied.items():
-                self.record[_join(rel, name)] = _entry(os.stat(self.local / rel / name), size, mtime)
+                self.record[join_key(rel, name)] = _entry(os.stat(self.local / rel / name), size, mtime)
             self._save_record()
         return len(copied)
 
@@ -190,7 +188,7 @@ class Mirror:
             rel = self.relative(path)
         except ValueError:
             return None
-        return RunPath(os.path.abspath(path), self.uri, rel, self.token)
+        return RunPath(self.uri, rel, self.token)
 
     def _save_record(self) -> None:
         tmp = self._record_file.with_name(f".{self._record_file.name}.tmp")
@@ -224,10 +222,6 @@ def _unnamed(rel: str) -> bool:
     """A file no record names (any job's, nested ones' too): metrics, logs, TensorBoard's."""
     parts = rel.split("/")
     return parts[-1] == "metrics.jsonl" or "logs" in parts[:-1] or "tensorboard" in parts[:-1]
-
-
-def _join(root: str, rel: str) -> str:
-    return f"{root}/{rel}" if root and rel else (root or rel)
 
 
 def active() -> Mirror | None:
@@ -273,7 +267,6 @@ class RunPath:
     """A folder of a mirrored run as a worker on any node finds it: inside the driver's staging folder where
     this node sees it (the same disk, or shared storage mounted anywhere), else in a scratch folder of this
     node for this run (`<staging folder>.rank-<token>`), emptied once its files went to the URI."""
-    driver_path: str
     uri: str
     rel: str
     token: str
@@ -288,7 +281,7 @@ class RunPath:
 
     def remote(self):
         fs, root = open_uri(self.uri)
-        return fs, _join(root, self.rel)
+        return fs, join_key(root, self.rel)
 
 
 def local_path(path: "str | RunPath") -> str:

@@ -58,6 +58,11 @@ def staging_dir(uri: str) -> Path:
     return staging_root() / f"{name}-{hashlib.sha1(uri.rstrip('/').encode()).hexdigest()[:12]}"
 
 
+def join_key(root: str, rel: str) -> str:
+    """`root/rel` as a filesystem key, where either may be empty (`memory://`, a run's top folder)."""
+    return f"{root}/{rel}" if root and rel else (root or rel)
+
+
 def is_partial(name: str) -> bool:
     """A file being written under a temporary name (ours and atomic_write's `.NAME.XXXX.tmp`)."""
     return name.startswith(".") and name.endswith(".tmp")
@@ -168,7 +173,7 @@ def upload_tree(local: Path, fs, remote: str) -> list[str]:
         except FileNotFoundError:           # another process of this node copied and removed it
             continue
         with source:
-            write_remote(fs, f"{remote}/{rel}" if remote else rel, source, st.st_size)
+            write_remote(fs, join_key(remote, rel), source, st.st_size)
         copied.append(rel)
     return copied
 
@@ -179,5 +184,5 @@ def download_tree(fs, remote: str, local: Path, only: set[str] | None = None) ->
     {relative path: (size, mtime_ns)} of those copied."""
     files = {rel: info for rel, info in remote_files(fs, remote).items() if only is None or rel in only}
     for rel in files:
-        read_remote(fs, f"{remote}/{rel}" if remote else rel, local / rel)
+        read_remote(fs, join_key(remote, rel), local / rel)
     return files

@@ -184,7 +184,7 @@ def test_a_rank_on_another_node_copies_its_checkpoint_through_the_uri(tmp_path, 
     folder = local_path(root)                                          # another node: its own staging folder
     assert folder != str(m.local / "checkpoints")
     write(tmp_path / folder / "iter1" / "zero_pp_rank_1_optim_states.pt", "shard-1")
-    tag = RunPath(str(m.local / "checkpoints" / "iter1"), m.uri, "checkpoints/iter1", m.token)
+    tag = RunPath(m.uri, "checkpoints/iter1", m.token)
     names = upload_from_node(tag)
     assert names == ["zero_pp_rank_1_optim_states.pt"] and not os.path.exists(os.path.join(folder, "iter1"))
     assert m.fetch(m.local / "checkpoints" / "iter1", set(names)) == 1     # the driver's copy is whole again
